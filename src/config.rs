@@ -1,0 +1,676 @@
+//! Typed configuration, loaded once at start-up and passed down.
+//!
+//! Layers, later ones winning: the built-in `config/default.toml`, the same file in
+//! the `--config` directory, `{APP_ENV}.toml` there, `RESTORECLICK__SECTION__KEY`
+//! variables, then the conventional variables (`DATABASE_URL`, `STRIPE_SECRET_KEY`, …).
+//! Nothing else in the crate reads the environment.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults, compiled in so the binary runs from any directory.
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Conventional variables that override one key each.
+const CONVENTIONAL_VARS: [(&str, &str); 7] = [
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("STRIPE_SECRET_KEY", "stripe.secret_key"),
+    ("STRIPE_WEBHOOK_SECRET", "stripe.webhook_secret"),
+    ("REPLICATE_API_TOKEN", "replicate.api_token"),
+    ("SENDGRID_API_KEY", "sendgrid.api_key"),
+    ("ADMIN_TOKEN", "admin.token"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A credential: never printed, never logged.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_set(&self) -> bool {
+        !self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() { "\"****\"" } else { "\"\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_set() { "****" } else { "" })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppEnv {
+    Development,
+    Production,
+    Test,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub app: AppSettings,
+    pub http: HttpSettings,
+    pub ops: OpsSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub storage: StorageSettings,
+    pub uploads: UploadSettings,
+    pub pricing: PricingSettings,
+    pub payments: PaymentSettings,
+    pub stripe: StripeSettings,
+    pub restoration: RestorationSettings,
+    pub replicate: ReplicateSettings,
+    pub mail: MailSettings,
+    pub outbox: OutboxSettings,
+    pub sendgrid: SendgridSettings,
+    pub downloads: DownloadSettings,
+    pub admin: AdminSettings,
+    pub instance: InstanceSettings,
+    pub orders: OrderSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSettings {
+    pub env: AppEnv,
+    pub public_url: String,
+    pub secret_key: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpsSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub migrate_on_start: bool,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub key_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub dedup_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageSettings {
+    pub url: String,
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadSettings {
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+    pub max_pixels: u64,
+    pub min_dimension: u32,
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    pub allowed_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PricingSettings {
+    pub unit_amount: i64,
+    pub currency: String,
+    pub product_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentsProvider {
+    Stripe,
+    Dev,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentSettings {
+    /// Empty in the files means "decide from the credentials"; [`Settings::load`] resolves it.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub provider: Option<PaymentsProvider>,
+    #[serde(with = "humantime_serde")]
+    pub checkout_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StripeSettings {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    pub api_base: String,
+    #[serde(with = "humantime_serde")]
+    pub webhook_tolerance: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestorationProvider {
+    Replicate,
+    Local,
+    Instant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorationSettings {
+    #[serde(deserialize_with = "empty_as_none")]
+    pub provider: Option<RestorationProvider>,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicateSettings {
+    pub api_token: Secret,
+    pub api_base: String,
+    pub model: String,
+    pub image_input: String,
+    pub webhooks: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailProvider {
+    Sendgrid,
+    Smtp,
+    Outbox,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailSettings {
+    #[serde(deserialize_with = "empty_as_none")]
+    pub provider: Option<MailProvider>,
+    pub from: String,
+    pub admin_to: String,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxSettings {
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendgridSettings {
+    pub api_key: Secret,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownloadSettings {
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
+    pub max_uses: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminSettings {
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceSettings {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderSettings {
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let raw = Option::<String>::deserialize(d)?;
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(s)).map(Some),
+    }
+}
+
+/// Where a `storage.url` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Settings {
+    /// Loads the layers from `dir` (which may be missing: the built-in defaults
+    /// stand alone) and the process environment, then resolves and validates.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(dir, &env)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(dir: &Path, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let app_env = lookup("APP_ENV").unwrap_or_else(|| "development".to_owned());
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from(dir.join("default.toml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{app_env}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("RESTORECLICK")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("uploads.allowed_types")
+                    .try_parsing(true)
+                    .source(Some(env.iter().cloned().collect())),
+            );
+        for (var, key) in CONVENTIONAL_VARS {
+            if let Some(value) = lookup(var).filter(|v| !v.is_empty()) {
+                builder = builder.set_override(key, value)?;
+            }
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.resolve();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Fills the choices left empty: providers from the credentials present.
+    fn resolve(&mut self) {
+        if self.payments.provider.is_none() {
+            self.payments.provider = Some(if self.stripe.secret_key.is_set() {
+                PaymentsProvider::Stripe
+            } else {
+                PaymentsProvider::Dev
+            });
+        }
+        if self.restoration.provider.is_none() {
+            self.restoration.provider = Some(if self.replicate.api_token.is_set() {
+                RestorationProvider::Replicate
+            } else {
+                RestorationProvider::Local
+            });
+        }
+        if self.mail.provider.is_none() {
+            self.mail.provider = Some(if self.sendgrid.api_key.is_set() {
+                MailProvider::Sendgrid
+            } else {
+                MailProvider::Outbox
+            });
+        }
+        self.pricing.currency = self.pricing.currency.to_ascii_lowercase();
+        self.uploads.allowed_types = self
+            .uploads
+            .allowed_types
+            .iter()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+    }
+
+    /// Checks every key a running shop depends on; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let production = self.app.env == AppEnv::Production;
+        let public = url_with_host(&self.app.public_url)
+            .ok_or_else(|| invalid("app.public_url", "must be an absolute http(s) URL"))?;
+        if production && public.scheme() != "https" {
+            tracing::warn!("app.public_url is not https in production");
+        }
+        if production && self.app.secret_key.expose().len() < 32 {
+            return Err(invalid(
+                "app.secret_key",
+                "must be at least 32 characters in production",
+            ));
+        }
+        if self.app.secret_key.expose().len() < 16 {
+            return Err(invalid("app.secret_key", "must be at least 16 characters"));
+        }
+        if self.http.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "http.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        for (key, url) in [
+            ("database.url", self.database.url.expose()),
+            ("redis.url", self.redis.url.expose()),
+        ] {
+            if url::Url::parse(url).is_err() {
+                return Err(invalid(key, "must be a URL"));
+            }
+        }
+        self.storage_location()?;
+        self.validate_uploads()?;
+        if self.pricing.unit_amount <= 0 {
+            return Err(invalid(
+                "pricing.unit_amount",
+                "must be a positive amount in minor units",
+            ));
+        }
+        if self.pricing.currency.len() != 3
+            || !self
+                .pricing
+                .currency
+                .chars()
+                .all(|c| c.is_ascii_alphabetic())
+        {
+            return Err(invalid(
+                "pricing.currency",
+                "must be a three-letter ISO currency code",
+            ));
+        }
+        self.validate_payments(production)?;
+        for (key, url) in [
+            ("stripe.api_base", &self.stripe.api_base),
+            ("replicate.api_base", &self.replicate.api_base),
+            ("sendgrid.api_base", &self.sendgrid.api_base),
+        ] {
+            if url_with_host(url).is_none() {
+                return Err(invalid(key, "must be an absolute http(s) URL"));
+            }
+        }
+        if self.restoration.concurrency == 0 {
+            return Err(invalid("restoration.concurrency", "must be at least 1"));
+        }
+        if self.restoration.max_attempts == 0 {
+            return Err(invalid("restoration.max_attempts", "must be at least 1"));
+        }
+        if self.mail.max_attempts == 0 {
+            return Err(invalid("mail.max_attempts", "must be at least 1"));
+        }
+        if self.downloads.max_uses == 0 {
+            return Err(invalid("downloads.max_uses", "must be at least 1"));
+        }
+        if self.downloads.link_ttl.is_zero() {
+            return Err(invalid("downloads.link_ttl", "must be longer than zero"));
+        }
+        if self.orders.lease_ttl < Duration::from_secs(2) {
+            return Err(invalid("orders.lease_ttl", "must be at least 2s"));
+        }
+        Ok(())
+    }
+
+    fn validate_uploads(&self) -> Result<(), ConfigError> {
+        let u = &self.uploads;
+        if u.max_file_bytes == 0 {
+            return Err(invalid("uploads.max_file_bytes", "must be at least 1"));
+        }
+        if u.max_files == 0 {
+            return Err(invalid("uploads.max_files", "must be at least 1"));
+        }
+        if u.max_pixels == 0 {
+            return Err(invalid("uploads.max_pixels", "must be at least 1"));
+        }
+        if u.session_ttl < Duration::from_secs(60) {
+            return Err(invalid("uploads.session_ttl", "must be at least 1m"));
+        }
+        if u.allowed_types.is_empty() {
+            return Err(invalid(
+                "uploads.allowed_types",
+                "must name at least one type",
+            ));
+        }
+        if let Some(bad) = u
+            .allowed_types
+            .iter()
+            .find(|t| !["jpeg", "png", "webp", "tiff"].contains(&t.as_str()))
+        {
+            return Err(invalid(
+                "uploads.allowed_types",
+                format!("unknown type {bad:?} (jpeg, png, webp, tiff)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_payments(&self, production: bool) -> Result<(), ConfigError> {
+        match self.payments.provider {
+            Some(PaymentsProvider::Dev) if production => Err(invalid(
+                "payments.provider",
+                "the dev checkout is refused when app.env = production; set STRIPE_SECRET_KEY",
+            )),
+            Some(PaymentsProvider::Stripe) if !self.stripe.secret_key.is_set() => Err(invalid(
+                "stripe.secret_key",
+                "must be set when payments.provider = stripe",
+            )),
+            Some(PaymentsProvider::Stripe) if !self.stripe.webhook_secret.is_set() => Err(invalid(
+                "stripe.webhook_secret",
+                "must be set when payments.provider = stripe",
+            )),
+            _ if self.stripe.webhook_tolerance.is_zero() => Err(invalid(
+                "stripe.webhook_tolerance",
+                "must be longer than zero",
+            )),
+            _ if self.payments.checkout_ttl < Duration::from_secs(30 * 60)
+                || self.payments.checkout_ttl > Duration::from_secs(24 * 3600) =>
+            {
+                Err(invalid(
+                    "payments.checkout_ttl",
+                    "must be between 30m and 24h",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses `storage.url`.
+    pub fn storage_location(&self) -> Result<StorageLocation, ConfigError> {
+        let raw = self.storage.url.trim();
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("storage.url", "s3:// URL needs a bucket"));
+            }
+            return Ok(StorageLocation::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
+        }
+        let path = match raw.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => path,
+            Some(_) => {
+                return Err(invalid(
+                    "storage.url",
+                    "file:// URL must have an absolute path",
+                ));
+            }
+            None if raw.contains("://") => {
+                return Err(invalid(
+                    "storage.url",
+                    "must be file:///dir, a directory or s3://bucket/prefix",
+                ));
+            }
+            None if raw.is_empty() => return Err(invalid("storage.url", "must not be empty")),
+            None => raw,
+        };
+        Ok(StorageLocation::Local(path.into()))
+    }
+
+    pub fn payments_provider(&self) -> PaymentsProvider {
+        self.payments.provider.unwrap_or(PaymentsProvider::Dev)
+    }
+
+    pub fn restoration_provider(&self) -> RestorationProvider {
+        self.restoration
+            .provider
+            .unwrap_or(RestorationProvider::Local)
+    }
+
+    pub fn mail_provider(&self) -> MailProvider {
+        self.mail.provider.unwrap_or(MailProvider::Outbox)
+    }
+
+    /// The webhook secret the shop verifies Stripe events with; the dev checkout
+    /// signs with the same one, so both paths run the same verification.
+    pub fn stripe_webhook_secret(&self) -> Secret {
+        if self.stripe.webhook_secret.is_set() {
+            self.stripe.webhook_secret.clone()
+        } else {
+            Secret::new("whsec_restoreclick_dev_checkout")
+        }
+    }
+
+    /// This instance's name in leases.
+    pub fn instance_id(&self) -> String {
+        if !self.instance.id.trim().is_empty() {
+            return self.instance.id.trim().to_owned();
+        }
+        let host = hostname();
+        format!("{host}:{}", self.http.addr.port())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The public URL without a trailing slash, for building links.
+    pub fn public_url(&self) -> &str {
+        self.app.public_url.trim_end_matches('/')
+    }
+}
+
+fn url_with_host(raw: &str) -> Option<url::Url> {
+    let url = url::Url::parse(raw).ok()?;
+    (matches!(url.scheme(), "http" | "https") && url.host().is_some()).then_some(url)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "restoreclick".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_with_env(Path::new("/nonexistent"), &env)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_shop() {
+        let s = load(&[]).expect("defaults load");
+        assert_eq!(s.payments_provider(), PaymentsProvider::Dev);
+        assert_eq!(s.restoration_provider(), RestorationProvider::Local);
+        assert_eq!(s.mail_provider(), MailProvider::Outbox);
+        assert_eq!(s.uploads.max_file_bytes, 50 * 1024 * 1024);
+        assert_eq!(s.uploads.session_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(s.downloads.link_ttl, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(
+            s.storage_location().unwrap(),
+            StorageLocation::Local("var/photos".into())
+        );
+    }
+
+    #[test]
+    fn environment_overrides_files_and_conventional_variables_win() {
+        let s = load(&[
+            ("RESTORECLICK__UPLOADS__MAX_FILES", "7"),
+            ("RESTORECLICK__RESTORATION__BACKOFF_BASE", "250ms"),
+            ("DATABASE_URL", "postgres://u@db/x"),
+            ("STRIPE_SECRET_KEY", "sk_test_1"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_1"),
+        ])
+        .expect("loads");
+        assert_eq!(s.uploads.max_files, 7);
+        assert_eq!(s.restoration.backoff_base, Duration::from_millis(250));
+        assert_eq!(s.database.url.expose(), "postgres://u@db/x");
+        assert_eq!(s.payments_provider(), PaymentsProvider::Stripe);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load(&[("RESTORECLICK__UPLOADS__MAX_FILES", "0")]).unwrap_err();
+        assert!(err.to_string().contains("uploads.max_files"), "{err}");
+        let err = load(&[("RESTORECLICK__STORAGE__URL", "ftp://x")]).unwrap_err();
+        assert!(err.to_string().contains("storage.url"), "{err}");
+        let err = load(&[("RESTORECLICK__PAYMENTS__PROVIDER", "stripe")]).unwrap_err();
+        assert!(err.to_string().contains("stripe.secret_key"), "{err}");
+    }
+
+    #[test]
+    fn dev_payments_are_refused_in_production() {
+        let err = load(&[
+            ("APP_ENV", "production"),
+            ("RESTORECLICK__APP__ENV", "production"),
+            (
+                "RESTORECLICK__APP__SECRET_KEY",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("payments.provider"), "{err}");
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let s = load(&[
+            ("STRIPE_SECRET_KEY", "sk_live_secret"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ])
+        .unwrap();
+        let out = s.to_masked_toml();
+        assert!(!out.contains("sk_live_secret"));
+        assert!(out.contains("****"));
+        assert!(!out.contains("development-secret-key"));
+    }
+}

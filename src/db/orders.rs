@@ -1,0 +1,322 @@
+//! `customers`, `orders`, `images` and `restoration_jobs`.
+
+use sqlx::{PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{ImageStatus, JobStatus, OrderStatus};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub upload_session_id: Uuid,
+    pub stripe_checkout_session_id: String,
+    pub stripe_payment_intent_id: Option<String>,
+    pub email: Option<String>,
+    pub status: String,
+    pub access_token_hash: Vec<u8>,
+    pub amount_total: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    pub image_count: i32,
+    pub failed_images: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub completed_at: Option<OffsetDateTime>,
+    pub refunded_at: Option<OffsetDateTime>,
+    pub purged_at: Option<OffsetDateTime>,
+}
+
+impl OrderRow {
+    pub fn status(&self) -> OrderStatus {
+        self.status.parse().unwrap_or(OrderStatus::Failed)
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id, email, status, access_token_hash, amount_total, amount_refunded, currency, image_count, failed_images, created_at, updated_at, completed_at, refunded_at, purged_at";
+
+/// An image with what its restoration job says about it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ImageRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub position: i32,
+    pub filename: String,
+    pub stem: String,
+    pub ext: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub width: i32,
+    pub height: i32,
+    pub status: String,
+    pub temp_key: String,
+    pub original_key: String,
+    pub restored_key: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub created_at: OffsetDateTime,
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+impl ImageRow {
+    pub fn status(&self) -> ImageStatus {
+        self.status.parse().unwrap_or(ImageStatus::Failed)
+    }
+}
+
+/// A new order, written in the webhook's transaction.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: Uuid,
+    pub upload_session_id: Uuid,
+    pub checkout_session_id: String,
+    pub payment_intent_id: Option<String>,
+    pub customer_id: Option<Uuid>,
+    pub email: Option<String>,
+    pub status: OrderStatus,
+    pub access_token_hash: Vec<u8>,
+    pub amount_total: i64,
+    pub currency: String,
+    pub image_count: i32,
+}
+
+/// A new image of an order, with its restoration job.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub file_upload_id: Uuid,
+    pub position: i32,
+    pub filename: String,
+    pub stem: String,
+    pub ext: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub width: i32,
+    pub height: i32,
+    pub temp_key: String,
+    pub original_key: String,
+}
+
+pub async fn upsert_customer(conn: &mut PgConnection, email: &str) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO customers (id, email) VALUES ($1, lower($2))
+         ON CONFLICT (email) DO UPDATE SET updated_at = now()
+         RETURNING id",
+    )
+    .bind(crate::domain::new_id())
+    .bind(email.trim())
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO orders (id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id,
+                             customer_id, email, status, access_token_hash, amount_total, currency, image_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(order.id)
+    .bind(order.upload_session_id)
+    .bind(&order.checkout_session_id)
+    .bind(&order.payment_intent_id)
+    .bind(order.customer_id)
+    .bind(&order.email)
+    .bind(order.status.as_str())
+    .bind(&order.access_token_hash)
+    .bind(order.amount_total)
+    .bind(&order.currency)
+    .bind(order.image_count)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+pub async fn insert_image(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    image: &NewImage,
+    max_attempts: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO images (id, order_id, file_upload_id, position, filename, stem, ext, content_type,
+                             bytes, width, height, status, temp_key, original_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
+    )
+    .bind(image.id)
+    .bind(order_id)
+    .bind(image.file_upload_id)
+    .bind(image.position)
+    .bind(&image.filename)
+    .bind(&image.stem)
+    .bind(&image.ext)
+    .bind(&image.content_type)
+    .bind(image.bytes)
+    .bind(image.width)
+    .bind(image.height)
+    .bind(&image.temp_key)
+    .bind(&image.original_key)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO restoration_jobs (id, image_id, order_id, status, max_attempts)
+         VALUES ($1, $2, $3, 'pending', $4)",
+    )
+    .bind(image.job_id)
+    .bind(image.id)
+    .bind(order_id)
+    .bind(max_attempts)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn by_checkout_session(
+    db: impl PgExecutor<'_>,
+    checkout_id: &str,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE stripe_checkout_session_id = $1"
+    )))
+    .bind(checkout_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn by_upload_session(
+    db: impl PgExecutor<'_>,
+    upload_session_id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE upload_session_id = $1"
+    )))
+    .bind(upload_session_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The order paid by `payment_intent`, locked for the caller's transaction.
+pub async fn lock_by_payment_intent(
+    conn: &mut PgConnection,
+    payment_intent: &str,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE stripe_payment_intent_id = $1 FOR UPDATE"
+    )))
+    .bind(payment_intent)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The order's images in their order, with attempts counted by their jobs.
+pub async fn images(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Vec<ImageRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type, i.bytes, i.width,
+                i.height, i.status, i.temp_key, i.original_key, i.restored_key,
+                coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts,
+                i.created_at, i.completed_at
+         FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id
+         WHERE i.order_id = $1 ORDER BY i.position",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Moves an order from `from` to `to`; false when it was not in `from`.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: OrderStatus,
+    to: OrderStatus,
+) -> Result<bool, sqlx::Error> {
+    from.transition(to)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done = sqlx::query(
+        "UPDATE orders SET status = $3, updated_at = now(),
+                completed_at = CASE WHEN $3 IN ('completed', 'failed') THEN now() ELSE completed_at END,
+                refunded_at = CASE WHEN $3 = 'refunded' THEN now() ELSE refunded_at END
+         WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_amount_refunded(
+    conn: &mut PgConnection,
+    id: Uuid,
+    amount: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET amount_refunded = greatest(amount_refunded, $2), updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(amount)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Moves an image from `from` to `to`; false when it was not in `from`.
+pub async fn set_image_status(
+    conn: &mut PgConnection,
+    image_id: Uuid,
+    from: ImageStatus,
+    to: ImageStatus,
+    error: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    from.transition(to)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done = sqlx::query(
+        "UPDATE images SET status = $3, error = coalesce($4, error), updated_at = now(),
+                completed_at = CASE WHEN $3 IN ('completed', 'failed') THEN now() ELSE completed_at END
+         WHERE id = $1 AND status = $2",
+    )
+    .bind(image_id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancels the order's jobs that have not started (a refund): they fail with `reason`.
+pub async fn cancel_unstarted_jobs(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE restoration_jobs SET status = $3, last_error = $2, error_kind = 'permanent',
+                next_attempt_at = NULL, finished_at = now(), updated_at = now()
+         WHERE order_id = $1 AND status IN ('pending', 'queued')",
+    )
+    .bind(order_id)
+    .bind(reason)
+    .bind(JobStatus::Failed.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Live orders with photos still waiting in temp storage: work a restart must resume.
+pub async fn awaiting_originals(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT o.id FROM orders o JOIN images i ON i.order_id = o.id
+         WHERE o.status = 'processing' AND i.status = 'pending'",
+    )
+    .fetch_all(db)
+    .await
+}

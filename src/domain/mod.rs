@@ -1,0 +1,10 @@
+//! Pure domain types and rules: state machines, ids, file names, tokens.
+//! No I/O lives here.
+
+pub mod filename;
+pub mod ids;
+pub mod status;
+pub mod token;
+
+pub use ids::*;
+pub use status::*;

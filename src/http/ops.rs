@@ -1,0 +1,73 @@
+//! Operator endpoints: `/healthz`, `/readyz` (also on the customer listener)
+//! and `/metrics` (only on the ops listener).
+
+use std::sync::OnceLock;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+
+use super::{AppState, middleware::HTTP_BUCKETS};
+
+pub fn health_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+pub fn router() -> Router<AppState> {
+    health_router().route("/metrics", get(metrics))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
+    let redis = state.dedup.ping().await;
+    let storage = state.storage.ping().await.is_ok();
+    let ready = database && redis && storage;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ready { "ready" } else { "not_ready" },
+                    "checks": {"database": database, "redis": redis, "storage": storage}})),
+    )
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default(),
+    )
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
+                    &HTTP_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder)
+                .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}

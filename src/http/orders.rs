@@ -1,0 +1,198 @@
+//! `GET /api/orders/{id}` and the photos behind its image URLs.
+//!
+//! Auth is the order token (`Authorization: Bearer …` or `?token=…`). A
+//! missing, wrong or foreign token answers exactly as an unknown order does.
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    error::{ApiError, ApiResult},
+};
+use crate::{
+    db::{self, orders::OrderRow},
+    domain::{self, IdKind, ImageStatus, token},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders/{order_id}", get(show))
+        .route(
+            "/api/orders/{order_id}/images/{image_id}/{which}",
+            get(photo),
+        )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// The order `raw_id` if the request carries its token; 404 otherwise.
+pub async fn authorize(
+    state: &AppState,
+    raw_id: &str,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> ApiResult<OrderRow> {
+    let not_found = || ApiError::not_found("order");
+    let id = domain::parse_id(IdKind::Order, raw_id).ok_or_else(not_found)?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let presented = bearer.or(query.token.as_deref()).ok_or_else(not_found)?;
+    let order = db::orders::get(&state.db, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if !token::matches(presented, &order.access_token_hash) {
+        return Err(not_found());
+    }
+    Ok(order)
+}
+
+#[derive(Debug, Serialize)]
+struct OrderView {
+    id: String,
+    status: &'static str,
+    email: Option<String>,
+    amount_total: i64,
+    amount_refunded: i64,
+    currency: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    completed_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    refunded_at: Option<OffsetDateTime>,
+    progress: Progress,
+    images: Vec<ImageView>,
+}
+
+#[derive(Debug, Serialize)]
+struct Progress {
+    total: usize,
+    completed: usize,
+    failed: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct ImageView {
+    id: String,
+    filename: String,
+    status: &'static str,
+    attempts: i32,
+    error: Option<String>,
+    width: i32,
+    height: i32,
+    original_url: String,
+    restored_url: Option<String>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<OrderView>> {
+    let order = authorize(&state, &order_id, &headers, &query).await?;
+    let images = db::orders::images(&state.db, order.id).await?;
+    let order_ref = domain::format_id(IdKind::Order, order.id);
+    let count = |s: ImageStatus| images.iter().filter(|i| i.status() == s).count();
+    let progress = Progress {
+        total: images.len(),
+        completed: count(ImageStatus::Completed),
+        failed: count(ImageStatus::Failed),
+    };
+    let images = images
+        .into_iter()
+        .map(|i| {
+            let base = format!(
+                "/api/orders/{order_ref}/images/{}",
+                domain::format_id(IdKind::Image, i.id)
+            );
+            let status = i.status();
+            ImageView {
+                id: domain::format_id(IdKind::Image, i.id),
+                filename: i.filename,
+                status: status.as_str(),
+                attempts: i.attempts,
+                error: i.error,
+                width: i.width,
+                height: i.height,
+                original_url: format!("{base}/original"),
+                restored_url: (status == ImageStatus::Completed)
+                    .then(|| format!("{base}/restored")),
+            }
+        })
+        .collect();
+    Ok(Json(OrderView {
+        id: order_ref,
+        status: order.status().as_str(),
+        email: order.email,
+        amount_total: order.amount_total,
+        amount_refunded: order.amount_refunded,
+        currency: order.currency,
+        created_at: order.created_at,
+        completed_at: order.completed_at,
+        refunded_at: order.refunded_at,
+        progress,
+        images,
+    }))
+}
+
+/// `…/images/{image_id}/original` or `…/restored`: the photo itself.
+async fn photo(
+    State(state): State<AppState>,
+    Path((order_id, image_id, which)): Path<(String, String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let order = authorize(&state, &order_id, &headers, &query).await?;
+    let image_id: Uuid =
+        domain::parse_id(IdKind::Image, &image_id).ok_or_else(|| ApiError::not_found("image"))?;
+    let images = db::orders::images(&state.db, order.id).await?;
+    let image = images
+        .into_iter()
+        .find(|i| i.id == image_id)
+        .ok_or_else(|| ApiError::not_found("image"))?;
+    let key = match which.as_str() {
+        "original" if image.status() == ImageStatus::Pending => image.temp_key.clone(),
+        "original" => image.original_key.clone(),
+        "restored" => image
+            .restored_key
+            .clone()
+            .ok_or_else(|| ApiError::not_found("restored photo"))?,
+        _ => return Err(ApiError::not_found("photo")),
+    };
+    let bytes = match state.storage.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(crate::storage::StorageError::NotFound(_)) => return Err(ApiError::not_found("photo")),
+        Err(e) => return Err(e.into()),
+    };
+    let mut response = Body::from(bytes).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&image.content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,91 @@
+//! `POST /api/webhooks/stripe`: Stripe's (and the dev checkout's) events.
+//!
+//! Signature over the raw bytes first, then lenient parsing, then Redis as
+//! the fast path for repeats and the `webhook_events` row as the guarantee.
+//! The order is committed before the 200; the actors get it after.
+
+use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::{AppState, error::ApiError};
+use crate::{
+    dedup::Claim,
+    fulfilment::{self, Applied, FulfilmentError},
+    providers::payments::{event::StripeEvent, signature},
+};
+
+pub fn router() -> Router<AppState> {
+    // Stripe's payloads are small; 1 MiB is generous.
+    Router::new().route(
+        "/api/webhooks/stripe",
+        post(stripe).layer(axum::extract::DefaultBodyLimit::max(1 << 20)),
+    )
+}
+
+async fn stripe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let settings = &state.settings;
+    signature::verify(
+        header,
+        &body,
+        settings.stripe_webhook_secret().expose(),
+        settings.stripe.webhook_tolerance,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .map_err(|e| {
+        tracing::warn!(error = %e, "stripe webhook refused");
+        ApiError::bad_request("invalid_signature", e.to_string())
+    })?;
+    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_payload", format!("the body is not JSON: {e}"))
+    })?;
+    let event: StripeEvent = serde_json::from_value(payload.clone()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_payload",
+            format!("the body is not a Stripe event: {e}"),
+        )
+    })?;
+
+    let claim = state.dedup.claim("stripe", &event.id).await;
+    if claim == Claim::Done {
+        metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => "duplicate").increment(1);
+        return Ok(Json(json!({"received": true, "duplicate": true})));
+    }
+    let applied = match fulfilment::apply(&state.db, settings, &event, &payload).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            if claim == Claim::Claimed {
+                state.dedup.release("stripe", &event.id).await;
+            }
+            return Err(match e {
+                FulfilmentError::BadPayload(e) => ApiError::bad_request(
+                    "invalid_payload",
+                    format!("the event's object cannot be read: {e}"),
+                ),
+                FulfilmentError::Database(e) => e.into(),
+            });
+        }
+    };
+    state.dedup.done("stripe", &event.id).await;
+    fail::fail_point!("webhook::after_commit");
+    if let Applied::OrderCreated(order_id) = applied {
+        state.actors.dispatch(order_id);
+    }
+    let outcome = match applied {
+        Applied::Duplicate => "duplicate",
+        Applied::Ignored(_) => "ignored",
+        _ => "applied",
+    };
+    metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => outcome)
+        .increment(1);
+    Ok(Json(
+        json!({"received": true, "duplicate": applied == Applied::Duplicate}),
+    ))
+}

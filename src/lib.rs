@@ -1,0 +1,21 @@
+//! RestoreClick: a photo-restoration shop. Customers upload old photos, pay
+//! per photo through Stripe Checkout, and get them back restored.
+//!
+//! The tree follows the architecture (DESIGN.md): `http` serves the API,
+//! `fulfilment` turns payments into orders, `actors` drive live orders,
+//! `db` holds every query, `storage` every object, `domain` the pure rules,
+//! `providers` the third parties.
+
+pub mod actors;
+pub mod config;
+pub mod db;
+pub mod dedup;
+pub mod domain;
+pub mod fulfilment;
+pub mod http;
+pub mod providers;
+pub mod startup;
+pub mod storage;
+pub mod sweeper;
+pub mod telemetry;
+pub mod validation;

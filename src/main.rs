@@ -1,0 +1,94 @@
+//! The `restoreclick` command: `serve`, `worker`, `migrate`, `check-config`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use restoreclick::{
+    config::Settings,
+    startup::{self, Application, Workers},
+    storage::Storage,
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(name = "restoreclick", version, about = "A photo-restoration shop")]
+struct Cli {
+    /// Directory holding default.toml and {APP_ENV}.toml.
+    #[arg(long, global = true, default_value = "config")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP and run the actors.
+    Serve,
+    /// Run the actors only (more instances behind one database).
+    Worker,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets masked) and exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("restoreclick: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("restoreclick: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // One TLS crypto provider for every client (Stripe, S3, Postgres, Redis).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = Settings::load(&cli.config)?;
+    match cli.command {
+        Command::CheckConfig => {
+            print!("{}", settings.to_masked_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            telemetry::init(settings.app.env, "info");
+            let pool = restoreclick::db::connect(&settings.database)
+                .await
+                .context("cannot connect to the database")?;
+            restoreclick::db::migrate(&pool)
+                .await
+                .context("migrations failed")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            telemetry::init(settings.app.env, "info,sqlx=warn");
+            let app = Application::build(settings).await?;
+            app.run_until(startup::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Worker => {
+            telemetry::init(settings.app.env, "info,sqlx=warn");
+            let settings = std::sync::Arc::new(settings);
+            let db = startup::database(&settings).await?;
+            let storage = Storage::open(&settings)?;
+            let workers = Workers::start(settings, db, storage).await?;
+            tracing::info!("worker running");
+            startup::shutdown_signal().await;
+            workers.stop().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Building and running the shop: connections, providers, the actor tree and
+//! the two listeners (customer and operator). Listeners bind first, so a test
+//! can ask for port 0 and learn the port it got.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::{
+    actors::{ActorContext, Actors},
+    config::{PaymentsProvider, Settings},
+    db,
+    dedup::WebhookDedup,
+    http::{self, AppState, middleware::DRAIN_TIMEOUT},
+    providers::payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
+    storage::Storage,
+    sweeper,
+    validation::PhotoLimits,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot connect to the database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up payments: {0}")]
+    Payments(#[from] crate::providers::payments::PaymentError),
+    #[error("cannot start the actor tree: {0}")]
+    Actors(#[from] ractor::SpawnErr),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Connects to Postgres and applies migrations when configured to.
+pub async fn database(settings: &Settings) -> Result<PgPool, StartupError> {
+    let pool = db::connect(&settings.database).await?;
+    if settings.database.migrate_on_start {
+        db::migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// The payment provider the configuration names (validated already).
+pub fn payments(settings: &Settings) -> Result<Arc<dyn PaymentProvider>, StartupError> {
+    Ok(match settings.payments_provider() {
+        PaymentsProvider::Stripe => Arc::new(StripePayments::new(&settings.stripe)?),
+        PaymentsProvider::Dev => {
+            tracing::info!("payments: dev checkout (no Stripe secret key set)");
+            Arc::new(DevPayments::new(settings.public_url()))
+        }
+    })
+}
+
+/// The running actor tree, its handle and its background sweeps.
+pub struct Workers {
+    pub actors: Actors,
+    handle: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    pub async fn start(
+        settings: Arc<Settings>,
+        db: PgPool,
+        storage: Storage,
+    ) -> Result<Self, StartupError> {
+        let ctx = ActorContext {
+            settings: settings.clone(),
+            db: db.clone(),
+            storage: storage.clone(),
+        };
+        let (actors, handle) = Actors::start(ctx).await?;
+        let sweeper = tokio::spawn(sweeper::run(db, storage));
+        Ok(Self {
+            actors,
+            handle,
+            sweeper,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.sweeper.abort();
+        self.actors.stop(self.handle).await;
+    }
+}
+
+/// The shop, bound and ready to serve.
+pub struct Application {
+    state: AppState,
+    workers: Workers,
+    http: TcpListener,
+    ops: TcpListener,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let db = database(&settings).await?;
+        let storage = Storage::open(&settings)?;
+        let http = bind(settings.http.addr).await?;
+        let ops = bind(settings.ops.addr).await?;
+        let local = http.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.http.addr,
+            source,
+        })?;
+        let self_host = if local.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], local.port()))
+        } else {
+            local
+        };
+        let workers = Workers::start(settings.clone(), db.clone(), storage.clone()).await?;
+        let state = AppState {
+            payments: payments(&settings)?,
+            dedup: WebhookDedup::new(&settings.redis),
+            limits: Arc::new(PhotoLimits::from_settings(&settings.uploads)),
+            decode_slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            self_url: format!("http://{self_host}").into(),
+            actors: workers.actors.clone(),
+            settings,
+            db,
+            storage,
+        };
+        crate::http::ops::prometheus();
+        Ok(Self {
+            state,
+            workers,
+            http,
+            ops,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.http.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn ops_port(&self) -> u16 {
+        self.ops.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stops accepting, lets
+    /// requests in flight finish (up to a limit), and stops the actors.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let api = http::api_router(self.state.clone());
+        let ops = http::ops_router(self.state.clone());
+        let mut api_rx = rx.clone();
+        let mut ops_rx = rx;
+        let api = axum::serve(self.http, api).with_graceful_shutdown(async move {
+            let _ = api_rx.changed().await;
+        });
+        let ops = axum::serve(self.ops, ops).with_graceful_shutdown(async move {
+            let _ = ops_rx.changed().await;
+        });
+        let api = tokio::spawn(api.into_future());
+        let ops = tokio::spawn(ops.into_future());
+        tracing::info!(addr = %self.state.self_url, "RestoreClick is serving");
+        shutdown.await;
+        tracing::info!("shutting down: draining requests");
+        let _ = tx.send(true);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            let _ = api.await;
+            let _ = ops.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still running after the drain timeout");
+        }
+        self.workers.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,222 @@
+//! Photo storage over `object_store`: a local directory by default, S3 (or any
+//! S3-compatible server) in production. Callers speak in keys of [`keys`];
+//! this module never sees a customer's file name.
+
+pub mod keys;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem,
+    path::Path,
+};
+
+use crate::config::{Settings, StorageLocation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("cannot open storage: {0}")]
+    Open(String),
+    #[error("storage error on {key}: {source}")]
+    Backend {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl StorageError {
+    fn backend(key: &str, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => StorageError::NotFound(key.to_owned()),
+            source => StorageError::Backend {
+                key: key.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// One stored object as listed.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: time::OffsetDateTime,
+}
+
+/// Cheap to clone; every clone talks to the same store.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("at", &self.description)
+            .finish()
+    }
+}
+
+impl Storage {
+    /// Opens the store `storage.url` names, creating a local directory if needed.
+    pub fn open(settings: &Settings) -> Result<Self, StorageError> {
+        let location = settings
+            .storage_location()
+            .map_err(|e| StorageError::Open(e.to_string()))?;
+        match location {
+            StorageLocation::Local(dir) => Self::local(&dir),
+            StorageLocation::S3 { bucket, prefix } => {
+                let s = &settings.storage;
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_region(&s.region)
+                    .with_allow_http(s.allow_http);
+                if !s.endpoint.is_empty() {
+                    builder = builder
+                        .with_endpoint(&s.endpoint)
+                        .with_virtual_hosted_style_request(false);
+                }
+                if !s.access_key_id.is_empty() {
+                    builder = builder
+                        .with_access_key_id(&s.access_key_id)
+                        .with_secret_access_key(s.secret_access_key.expose());
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| StorageError::Open(e.to_string()))?;
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(store)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(
+                        store,
+                        prefix.as_str(),
+                    ))
+                };
+                Ok(Self {
+                    store,
+                    description: format!("s3://{bucket}/{prefix}"),
+                })
+            }
+        }
+    }
+
+    /// A store rooted at a local directory (created when missing).
+    pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Open(format!("{}: {e}", dir.display())))?;
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StorageError::Open(e.to_string()))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            description: format!("file://{}", dir.display()),
+        })
+    }
+
+    /// Wraps any object store (tests use the in-memory one).
+    pub fn from_store(store: Arc<dyn ObjectStore>, description: impl Into<String>) -> Self {
+        Self {
+            store,
+            description: description.into(),
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| StorageError::backend(key, e))
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let result = self
+            .store
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| StorageError::backend(key, e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| StorageError::backend(key, e))
+    }
+
+    /// The object's size, or `None` when it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self.store.head(&Path::from(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StorageError::backend(key, e)),
+        }
+    }
+
+    /// Deletes a key; deleting what is already gone succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::backend(key, e)),
+        }
+    }
+
+    /// Moves `from` to `to` by copy, then delete. Safe to repeat after a crash at
+    /// any point: a missing source whose destination exists is a finished move.
+    pub async fn move_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        match self.store.copy(&Path::from(from), &Path::from(to)).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return match self.size(to).await? {
+                    Some(_) => Ok(()),
+                    None => Err(StorageError::NotFound(from.to_owned())),
+                };
+            }
+            Err(e) => return Err(StorageError::backend(from, e)),
+        }
+        self.delete(from).await
+    }
+
+    /// Every object under `prefix` (a key prefix without trailing slash).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, StorageError> {
+        let prefix_path = Path::from(prefix);
+        self.store
+            .list(Some(&prefix_path))
+            .map_ok(|meta| StoredObject {
+                key: meta.location.to_string(),
+                size: meta.size,
+                last_modified: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+                    meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+                ))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            })
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::backend(prefix, e))
+    }
+
+    /// Deletes every object under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
+        let objects = self.list(prefix).await?;
+        for object in &objects {
+            self.delete(&object.key).await?;
+        }
+        Ok(objects.len())
+    }
+
+    /// A cheap round trip for readiness checks.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self.store.head(&Path::from(".readyz")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::backend(".readyz", e)),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The real binary, killed at the worst moment and started again: nothing
+//! paid for is lost and nothing is done twice. Also: SIGTERM exits cleanly.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+
+struct Shop {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Shop {
+    async fn start(
+        database_url: &str,
+        storage: &std::path::Path,
+        failpoints: Option<&str>,
+    ) -> Self {
+        let (port, ops) = (free_port(), free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_restoreclick"));
+        command
+            .args(["serve", "--config"])
+            .arg(common::config_dir())
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", common::redis_url())
+            .env(
+                "RESTORECLICK__REDIS__KEY_PREFIX",
+                format!("rc-test-{}:", uuid::Uuid::new_v4().simple()),
+            )
+            .env("STRIPE_WEBHOOK_SECRET", common::WEBHOOK_SECRET)
+            .env("RESTORECLICK__PAYMENTS__PROVIDER", "dev")
+            .env("RESTORECLICK__STORAGE__URL", storage)
+            .env("RESTORECLICK__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("RESTORECLICK__OPS__ADDR", format!("127.0.0.1:{ops}"))
+            .env("RESTORECLICK__ORDERS__LEASE_TTL", "2s")
+            .env("RUST_LOG", "warn")
+            .env_remove("STRIPE_SECRET_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match failpoints {
+            Some(f) => command.env("FAILPOINTS", f),
+            None => command.env_remove("FAILPOINTS"),
+        };
+        let child = command.spawn().expect("start the shop");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        common::eventually(
+            Duration::from_secs(30),
+            "the shop to answer /healthz",
+            || {
+                let client = client.clone();
+                let url = format!("{base}/healthz");
+                async move {
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200)
+                }
+            },
+        )
+        .await;
+        Self { child, base }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the shop");
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the shop")
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn count(db: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+fn files_under(root: &std::path::Path, area: &str) -> usize {
+    let dir = root.join(area);
+    let mut n = 0;
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_restart() {
+    let database_url = common::fresh_database().await;
+    let storage = tempfile::tempdir().unwrap();
+    let mut shop = Shop::start(
+        &database_url,
+        storage.path(),
+        Some("webhook::after_commit=pause"),
+    )
+    .await;
+    let db = PgPool::connect(&database_url).await.unwrap();
+    let client = reqwest::Client::new();
+
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(common::photos::photo(0)).file_name("a.jpg"),
+        )
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(common::photos::photo(1)).file_name("b.png"),
+        );
+    let upload: Value = client
+        .post(format!("{}/api/upload", shop.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = upload["session_id"].as_str().unwrap().to_owned();
+    let checkout: Value = client
+        .post(format!("{}/api/checkout", shop.base))
+        .json(&serde_json::json!({"session_id": session, "email": "kill@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cs = checkout["checkout_session_id"].as_str().unwrap().to_owned();
+    let event = common::completed_event(&cs, &session, 1000);
+    let body = event.to_string();
+    let header = restoreclick::providers::payments::signature::sign(
+        body.as_bytes(),
+        common::WEBHOOK_SECRET,
+        common::now(),
+    );
+
+    // The delivery commits, then the process hangs at the fail point: kill it there.
+    let pending = tokio::spawn({
+        let (client, url, body, header) = (
+            client.clone(),
+            format!("{}/api/webhooks/stripe", shop.base),
+            body.clone(),
+            header.clone(),
+        );
+        async move {
+            client
+                .post(url)
+                .header("stripe-signature", header)
+                .body(body)
+                .send()
+                .await
+        }
+    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the order to be committed",
+        || async { count(&db, "SELECT count(*) FROM orders").await == 1 },
+    )
+    .await;
+    shop.signal(Signal::SIGKILL);
+    shop.wait();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the killed shop never answered"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM images WHERE status = 'pending'").await,
+        2
+    );
+    assert_eq!(files_under(storage.path(), "uploads/temp"), 2);
+    assert_eq!(files_under(storage.path(), "uploads/originals"), 0);
+
+    // Started again, the shop finds the order in its rows and finishes the move.
+    let mut shop = Shop::start(&database_url, storage.path(), None).await;
+    common::eventually(
+        Duration::from_secs(20),
+        "the originals to be stored",
+        || async { count(&db, "SELECT count(*) FROM images WHERE status = 'uploaded'").await == 2 },
+    )
+    .await;
+    assert_eq!(files_under(storage.path(), "uploads/originals"), 2);
+    assert_eq!(files_under(storage.path(), "uploads/temp"), 0);
+
+    // Stripe retries the delivery that never got its 200: nothing is redone.
+    let retry = client
+        .post(format!("{}/api/webhooks/stripe", shop.base))
+        .header(
+            "stripe-signature",
+            restoreclick::providers::payments::signature::sign(
+                body.as_bytes(),
+                common::WEBHOOK_SECRET,
+                common::now(),
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(count(&db, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM email_queue").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM images").await, 2);
+
+    // SIGTERM drains and exits 0.
+    shop.signal(Signal::SIGTERM);
+    let status = shop.wait();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[tokio::test]
+async fn killed_between_storing_files_and_committing_rows_leaves_no_row_without_its_file() {
+    let database_url = common::fresh_database().await;
+    let storage = tempfile::tempdir().unwrap();
+    let shop = Shop::start(
+        &database_url,
+        storage.path(),
+        Some("upload::after_store=pause"),
+    )
+    .await;
+    let db = PgPool::connect(&database_url).await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(common::photos::photo(0)).file_name("a.jpg"),
+    );
+    let url = format!("{}/api/upload", shop.base);
+    let pending = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+    });
+    common::eventually(Duration::from_secs(10), "the file to be stored", || async {
+        files_under(storage.path(), "uploads/temp") == 1
+    })
+    .await;
+    drop(shop);
+    let _ = pending.await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM file_uploads").await,
+        0,
+        "no row without its file"
+    );
+
+    // The orphan is swept once it is older than any upload in flight.
+    let store = restoreclick::storage::Storage::local(storage.path()).unwrap();
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(
+        restoreclick::sweeper::sweep_orphans(&db, &store, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(files_under(storage.path(), "uploads/temp"), 0);
+}
