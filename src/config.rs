@@ -62,8 +62,21 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Serialize for Secret {
+    /// Masked: a URL keeps its scheme, host and path (only its password is
+    /// hidden), anything else is shown as `****`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.is_set() { "****" } else { "" })
+        if !self.is_set() {
+            return s.serialize_str("");
+        }
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.has_host() => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("****"));
+                }
+                s.serialize_str(url.as_str())
+            }
+            _ => s.serialize_str("****"),
+        }
     }
 }
 

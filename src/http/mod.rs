@@ -53,10 +53,13 @@ pub fn api_router(state: AppState) -> Router {
     if dev {
         router = router.merge(dev_checkout::router());
     }
+    let router = router.fallback(|| async { error::ApiError::not_found("page") });
     middleware::wrap(router, &state.settings).with_state(state)
 }
 
 /// The operator listener's routes.
 pub fn ops_router(state: AppState) -> Router {
-    ops::router().with_state(state)
+    ops::router()
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .with_state(state)
 }
