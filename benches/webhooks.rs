@@ -48,12 +48,7 @@ fn upload_validation(c: &mut Criterion) {
         max_file_bytes: 50 << 20,
         max_pixels: 100_000_000,
         min_dimension: 64,
-        allowed: vec![
-            PhotoKind::Jpeg,
-            PhotoKind::Png,
-            PhotoKind::Webp,
-            PhotoKind::Tiff,
-        ],
+        allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
     };
     let mut group = c.benchmark_group("upload_validation");
     group.sample_size(20);

@@ -217,6 +217,8 @@ pub struct RestorationSettings {
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,7 +227,20 @@ pub struct ReplicateSettings {
     pub api_base: String,
     pub model: String,
     pub image_input: String,
+    pub extra_input: String,
     pub webhooks: bool,
+    pub webhook_secret: Secret,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub prediction_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub max_output_bytes: u64,
+    pub data_uri_limit: u64,
+    /// Where Replicate posts completions: the shop's own webhook (derived).
+    #[serde(skip)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,10 +326,7 @@ impl Settings {
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let app_env = lookup("APP_ENV").unwrap_or_else(|| "development".to_owned());
         let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(
-                DEFAULT_TOML,
-                config::FileFormat::Toml,
-            ))
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
             .add_source(config::File::from(dir.join("default.toml")).required(false))
             .add_source(config::File::from(dir.join(format!("{app_env}.toml"))).required(false))
             .add_source(
@@ -360,6 +372,7 @@ impl Settings {
                 MailProvider::Outbox
             });
         }
+        self.replicate.webhook_url = Some(format!("{}/api/webhooks/replicate", self.public_url()));
         self.pricing.currency = self.pricing.currency.to_ascii_lowercase();
         self.uploads.allowed_types = self
             .uploads
@@ -387,10 +400,7 @@ impl Settings {
             return Err(invalid("app.secret_key", "must be at least 16 characters"));
         }
         if self.http.max_concurrent_requests == 0 {
-            return Err(invalid(
-                "http.max_concurrent_requests",
-                "must be at least 1",
-            ));
+            return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
@@ -411,12 +421,7 @@ impl Settings {
                 "must be a positive amount in minor units",
             ));
         }
-        if self.pricing.currency.len() != 3
-            || !self
-                .pricing
-                .currency
-                .chars()
-                .all(|c| c.is_ascii_alphabetic())
+        if self.pricing.currency.len() != 3 || !self.pricing.currency.chars().all(|c| c.is_ascii_alphabetic())
         {
             return Err(invalid(
                 "pricing.currency",
@@ -439,6 +444,13 @@ impl Settings {
         if self.restoration.max_attempts == 0 {
             return Err(invalid("restoration.max_attempts", "must be at least 1"));
         }
+        if self.restoration.max_backoff < self.restoration.backoff_base {
+            return Err(invalid(
+                "restoration.max_backoff",
+                "must be at least restoration.backoff_base",
+            ));
+        }
+        self.validate_replicate()?;
         if self.mail.max_attempts == 0 {
             return Err(invalid("mail.max_attempts", "must be at least 1"));
         }
@@ -450,6 +462,46 @@ impl Settings {
         }
         if self.orders.lease_ttl < Duration::from_secs(2) {
             return Err(invalid("orders.lease_ttl", "must be at least 2s"));
+        }
+        Ok(())
+    }
+
+    fn validate_replicate(&self) -> Result<(), ConfigError> {
+        let r = &self.replicate;
+        if self.restoration_provider() == RestorationProvider::Replicate && !r.api_token.is_set() {
+            return Err(invalid(
+                "replicate.api_token",
+                "must be set when restoration.provider = replicate",
+            ));
+        }
+        let model = r.model.split(':').next().unwrap_or_default();
+        if model.split('/').count() != 2 || model.split('/').any(str::is_empty) {
+            return Err(invalid(
+                "replicate.model",
+                "must be owner/name or owner/name:version",
+            ));
+        }
+        if r.image_input.trim().is_empty() {
+            return Err(invalid(
+                "replicate.image_input",
+                "must name the model's image input",
+            ));
+        }
+        let extra = r.extra_input.trim();
+        if !extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))) {
+            return Err(invalid("replicate.extra_input", "must be a JSON object"));
+        }
+        if r.webhooks && !r.webhook_secret.is_set() {
+            return Err(invalid(
+                "replicate.webhook_secret",
+                "must be set when replicate.webhooks = true",
+            ));
+        }
+        if r.poll_interval.is_zero() || r.request_timeout.is_zero() || r.prediction_timeout.is_zero() {
+            return Err(invalid(
+                "replicate.poll_interval",
+                "replicate timings must be longer than zero",
+            ));
         }
         Ok(())
     }
@@ -469,10 +521,7 @@ impl Settings {
             return Err(invalid("uploads.session_ttl", "must be at least 1m"));
         }
         if u.allowed_types.is_empty() {
-            return Err(invalid(
-                "uploads.allowed_types",
-                "must name at least one type",
-            ));
+            return Err(invalid("uploads.allowed_types", "must name at least one type"));
         }
         if let Some(bad) = u
             .allowed_types
@@ -501,17 +550,13 @@ impl Settings {
                 "stripe.webhook_secret",
                 "must be set when payments.provider = stripe",
             )),
-            _ if self.stripe.webhook_tolerance.is_zero() => Err(invalid(
-                "stripe.webhook_tolerance",
-                "must be longer than zero",
-            )),
+            _ if self.stripe.webhook_tolerance.is_zero() => {
+                Err(invalid("stripe.webhook_tolerance", "must be longer than zero"))
+            }
             _ if self.payments.checkout_ttl < Duration::from_secs(30 * 60)
                 || self.payments.checkout_ttl > Duration::from_secs(24 * 3600) =>
             {
-                Err(invalid(
-                    "payments.checkout_ttl",
-                    "must be between 30m and 24h",
-                ))
+                Err(invalid("payments.checkout_ttl", "must be between 30m and 24h"))
             }
             _ => Ok(()),
         }
@@ -533,10 +578,7 @@ impl Settings {
         let path = match raw.strip_prefix("file://") {
             Some(path) if path.starts_with('/') => path,
             Some(_) => {
-                return Err(invalid(
-                    "storage.url",
-                    "file:// URL must have an absolute path",
-                ));
+                return Err(invalid("storage.url", "file:// URL must have an absolute path"));
             }
             None if raw.contains("://") => {
                 return Err(invalid(
@@ -555,9 +597,7 @@ impl Settings {
     }
 
     pub fn restoration_provider(&self) -> RestorationProvider {
-        self.restoration
-            .provider
-            .unwrap_or(RestorationProvider::Local)
+        self.restoration.provider.unwrap_or(RestorationProvider::Local)
     }
 
     pub fn mail_provider(&self) -> MailProvider {
@@ -612,10 +652,7 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let env: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::load_with_env(Path::new("/nonexistent"), &env)
     }
 

@@ -50,7 +50,9 @@ impl WebhookDedup {
             .set_max_delay(Duration::from_millis(100));
         let conn = redis::Client::open(settings.url.expose())
             .and_then(|client| ConnectionManager::new_lazy_with_config(client, config))
-            .inspect_err(|e| tracing::warn!(error = %e, "redis unusable; webhook dedup uses the database alone"))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "redis unusable; webhook dedup uses the database alone"),
+            )
             .ok();
         Self {
             conn,
@@ -63,10 +65,7 @@ impl WebhookDedup {
         format!("{}webhook:{source}:{id}", self.prefix)
     }
 
-    async fn call<T>(
-        &self,
-        op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
-    ) -> Option<T> {
+    async fn call<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>) -> Option<T> {
         let conn = self.conn.clone()?;
         match tokio::time::timeout(CALL_TIMEOUT, op(conn)).await {
             Ok(Ok(value)) => Some(value),

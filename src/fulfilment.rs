@@ -95,14 +95,7 @@ async fn create_order(
         ));
     };
     let Some(session) = db::uploads::lock_session(tx, session_id).await? else {
-        alert(
-            tx,
-            settings,
-            &checkout.id,
-            "paid_for_unknown_session",
-            checkout,
-        )
-        .await?;
+        alert(tx, settings, &checkout.id, "paid_for_unknown_session", checkout).await?;
         return Ok(Applied::Ignored("paid for an unknown upload session"));
     };
     if let Some(order) = db::orders::by_upload_session(&mut *tx, session_id).await? {
@@ -114,31 +107,13 @@ async fn create_order(
     }
     let status = session.status();
     if status.transition(UploadSessionStatus::Paid).is_err() {
-        alert(
-            tx,
-            settings,
-            &checkout.id,
-            "paid_for_expired_session",
-            checkout,
-        )
-        .await?;
-        return Ok(Applied::Ignored(
-            "paid for an upload session that has expired",
-        ));
+        alert(tx, settings, &checkout.id, "paid_for_expired_session", checkout).await?;
+        return Ok(Applied::Ignored("paid for an upload session that has expired"));
     }
     let files = db::uploads::list_files(&mut *tx, session_id).await?;
     if files.is_empty() {
-        alert(
-            tx,
-            settings,
-            &checkout.id,
-            "paid_for_empty_session",
-            checkout,
-        )
-        .await?;
-        return Ok(Applied::Ignored(
-            "paid for an upload session without photos",
-        ));
+        alert(tx, settings, &checkout.id, "paid_for_empty_session", checkout).await?;
+        return Ok(Applied::Ignored("paid for an upload session without photos"));
     }
     let checkout_row = db::checkouts::get(&mut *tx, &checkout.id).await?;
     let email = checkout
@@ -273,9 +248,7 @@ async fn refund(tx: &mut PgConnection, event: &StripeEvent) -> Result<Applied, F
         return Ok(Applied::Ignored("refund without a payment intent"));
     };
     let Some(order) = db::orders::lock_by_payment_intent(tx, &intent).await? else {
-        return Ok(Applied::Ignored(
-            "refund for a payment this shop does not know",
-        ));
+        return Ok(Applied::Ignored("refund for a payment this shop does not know"));
     };
     let refunded = charge.amount_refunded.unwrap_or(0);
     db::orders::set_amount_refunded(tx, order.id, refunded).await?;
@@ -287,8 +260,7 @@ async fn refund(tx: &mut PgConnection, event: &StripeEvent) -> Result<Applied, F
     if from.can_transition_to(OrderStatus::Refunded) {
         db::orders::set_status(tx, order.id, from, OrderStatus::Refunded).await?;
         let cancelled =
-            db::orders::cancel_unstarted_jobs(tx, order.id, "cancelled: the order was refunded")
-                .await?;
+            db::orders::cancel_unstarted_jobs(tx, order.id, "cancelled: the order was refunded").await?;
         db::events::append(
             tx,
             order.id,

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod fulfilment;
 pub mod http;
 pub mod providers;
+pub mod restoration;
 pub mod startup;
 pub mod storage;
 pub mod sweeper;

@@ -13,9 +13,11 @@ use crate::{
     db,
     dedup::WebhookDedup,
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
-    providers::payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
+    providers::{
+        payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
+        restoration::{self, RestoreError},
+    },
     storage::Storage,
-    sweeper,
     validation::PhotoLimits,
 };
 
@@ -38,6 +40,8 @@ pub enum StartupError {
     Actors(#[from] ractor::SpawnErr),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot set up restoration: {0}")]
+    Restoration(#[from] RestoreError),
 }
 
 /// Connects to Postgres and applies migrations when configured to.
@@ -60,35 +64,26 @@ pub fn payments(settings: &Settings) -> Result<Arc<dyn PaymentProvider>, Startup
     })
 }
 
-/// The running actor tree, its handle and its background sweeps.
+/// The running actor tree and its handle.
 pub struct Workers {
     pub actors: Actors,
     handle: tokio::task::JoinHandle<()>,
-    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Workers {
-    pub async fn start(
-        settings: Arc<Settings>,
-        db: PgPool,
-        storage: Storage,
-    ) -> Result<Self, StartupError> {
+    pub async fn start(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Result<Self, StartupError> {
+        let restorer = restoration::from_settings(&settings, storage.clone())?;
+        tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
         let ctx = ActorContext {
-            settings: settings.clone(),
-            db: db.clone(),
-            storage: storage.clone(),
+            settings,
+            db,
+            storage,
         };
-        let (actors, handle) = Actors::start(ctx).await?;
-        let sweeper = tokio::spawn(sweeper::run(db, storage));
-        Ok(Self {
-            actors,
-            handle,
-            sweeper,
-        })
+        let (actors, handle) = Actors::start(ctx, restorer).await?;
+        Ok(Self { actors, handle })
     }
 
     pub async fn stop(self) {
-        self.sweeper.abort();
         self.actors.stop(self.handle).await;
     }
 }
@@ -157,10 +152,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains: stops accepting, lets
     /// requests in flight finish (up to a limit), and stops the actors.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let api = http::api_router(self.state.clone());
         let ops = http::ops_router(self.state.clone());

@@ -4,8 +4,6 @@
 //! between, or a removal whose file delete failed, leaves files nobody owns.
 //! Old enough (past any upload still in flight), they are deleted here.
 
-use std::time::Duration;
-
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
@@ -13,22 +11,6 @@ use crate::{
     db,
     storage::{Storage, keys::Area},
 };
-
-/// Files younger than this may belong to an upload still committing.
-const GRACE: time::Duration = time::Duration::minutes(30);
-const EVERY: Duration = Duration::from_secs(600);
-
-pub async fn run(db: PgPool, storage: Storage) {
-    let mut tick = tokio::time::interval(EVERY);
-    loop {
-        tick.tick().await;
-        match sweep_orphans(&db, &storage, OffsetDateTime::now_utc() - GRACE).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "orphaned temp files removed"),
-            Err(e) => tracing::warn!(error = %e, "orphan sweep failed; retrying later"),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {

@@ -6,8 +6,7 @@ use crate::config::AppEnv;
 
 /// Installs the global subscriber; a second call does nothing.
 pub fn init(env: AppEnv, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if env == AppEnv::Production {
         registry

@@ -138,15 +138,10 @@ pub struct PhotoLimits {
 
 impl PhotoLimits {
     pub fn from_settings(u: &UploadSettings) -> Self {
-        let allowed = [
-            PhotoKind::Jpeg,
-            PhotoKind::Png,
-            PhotoKind::Webp,
-            PhotoKind::Tiff,
-        ]
-        .into_iter()
-        .filter(|k| u.allowed_types.iter().any(|t| t == k.config_name()))
-        .collect();
+        let allowed = [PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff]
+            .into_iter()
+            .filter(|k| u.allowed_types.iter().any(|t| t == k.config_name()))
+            .collect();
         Self {
             max_file_bytes: u.max_file_bytes,
             max_pixels: u.max_pixels,
@@ -235,10 +230,7 @@ fn decode_fully(data: &[u8], kind: PhotoKind, max_pixels: u64) -> Result<(), Rej
 /// check is made on the bytes. Inside entropy-coded data every 0xFF byte is
 /// stuffed or a restart marker, so 0xFFDA and 0xFFD9 appear only as markers.
 fn jpeg_has_end(data: &[u8]) -> bool {
-    let last = |marker: u8| {
-        data.windows(2)
-            .rposition(|w| w[0] == 0xFF && w[1] == marker)
-    };
+    let last = |marker: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) => eoi > sos,
         _ => false,
@@ -255,12 +247,7 @@ mod tests {
             max_file_bytes: 10 << 20,
             max_pixels: 4_000_000,
             min_dimension: 16,
-            allowed: vec![
-                PhotoKind::Jpeg,
-                PhotoKind::Png,
-                PhotoKind::Webp,
-                PhotoKind::Tiff,
-            ],
+            allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
         }
     }
 
@@ -290,26 +277,17 @@ mod tests {
     fn refuses_truncated_jpeg_and_png() {
         let jpeg = encode(200, 200, ImageFormat::Jpeg);
         let cut = &jpeg[..jpeg.len() * 2 / 3];
-        assert_eq!(
-            validate(cut, &limits()).unwrap_err().code(),
-            "invalid_image"
-        );
+        assert_eq!(validate(cut, &limits()).unwrap_err().code(), "invalid_image");
         let png = encode(200, 200, ImageFormat::Png);
         let cut = &png[..png.len() / 2];
-        assert_eq!(
-            validate(cut, &limits()).unwrap_err().code(),
-            "invalid_image"
-        );
+        assert_eq!(validate(cut, &limits()).unwrap_err().code(), "invalid_image");
     }
 
     #[test]
     fn refuses_by_bytes_not_names() {
         // A 1×1 GIF: a real image, but not a format the shop restores.
         let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
-        assert_eq!(
-            validate(gif, &limits()).unwrap_err().code(),
-            "unsupported_type"
-        );
+        assert_eq!(validate(gif, &limits()).unwrap_err().code(), "unsupported_type");
         assert_eq!(
             validate(b"hello, world", &limits()).unwrap_err().code(),
             "unsupported_type"

@@ -33,12 +33,7 @@ async fn stripe_receives_exactly_the_checkout_the_api_promises() {
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(
-        request
-            .headers
-            .get("authorization")
-            .unwrap()
-            .to_str()
-            .unwrap(),
+        request.headers.get("authorization").unwrap().to_str().unwrap(),
         "Bearer sk_test_restoreclick"
     );
     let key = request
@@ -49,8 +44,7 @@ async fn stripe_receives_exactly_the_checkout_the_api_promises() {
         .unwrap();
     assert!(key.contains(session), "{key}");
     let form = common::fake_stripe::form(request);
-    let expect =
-        |k: &str, v: &str| assert_eq!(form.get(k).map(String::as_str), Some(v), "{k} in {form:?}");
+    let expect = |k: &str, v: &str| assert_eq!(form.get(k).map(String::as_str), Some(v), "{k} in {form:?}");
     expect("mode", "payment");
     expect("line_items[0][price_data][currency]", "usd");
     expect("line_items[0][price_data][unit_amount]", "500");
@@ -116,9 +110,7 @@ async fn a_new_checkout_for_an_unpaid_session_is_fresh_and_closes_the_old_one() 
     common::eventually(
         std::time::Duration::from_secs(5),
         "the old checkout expired at Stripe",
-        || async {
-            stripe.expired_sessions().await == [first["checkout_session_id"].as_str().unwrap()]
-        },
+        || async { stripe.expired_sessions().await == [first["checkout_session_id"].as_str().unwrap()] },
     )
     .await;
 }
@@ -127,9 +119,7 @@ async fn a_new_checkout_for_an_unpaid_session_is_fresh_and_closes_the_old_one() 
 async fn checkout_refuses_empty_expired_paid_and_unknown_sessions() {
     let app = spawn_app().await;
     let (status, _) = {
-        let r = app
-            .checkout("ups_00000000000000000000000000000001", None)
-            .await;
+        let r = app.checkout("ups_00000000000000000000000000000001", None).await;
         (r.status(), ())
     };
     assert_eq!(status, 404);
@@ -145,10 +135,7 @@ async fn checkout_refuses_empty_expired_paid_and_unknown_sessions() {
         .unwrap();
     let r = app.checkout(session, None).await;
     assert_eq!(r.status(), 422);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "empty_session"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "empty_session");
 
     // Expired.
     let upload = app.upload_photos(1).await;
@@ -166,12 +153,11 @@ async fn checkout_refuses_empty_expired_paid_and_unknown_sessions() {
 
     // Paid.
     let (order_id, _) = app.paid_order(1).await;
-    let session: String =
-        sqlx::query_scalar::<_, uuid::Uuid>("SELECT upload_session_id FROM orders")
-            .fetch_one(&app.db)
-            .await
-            .map(|id| format!("ups_{}", id.simple()))
-            .unwrap();
+    let session: String = sqlx::query_scalar::<_, uuid::Uuid>("SELECT upload_session_id FROM orders")
+        .fetch_one(&app.db)
+        .await
+        .map(|id| format!("ups_{}", id.simple()))
+        .unwrap();
     let r = app.checkout(&session, None).await;
     assert_eq!(r.status(), 409);
     let body: Value = r.json().await.unwrap();
@@ -237,10 +223,8 @@ async fn the_dev_checkout_page_pays_through_the_signed_webhook() {
         "{location}"
     );
     assert_eq!(
-        app.count(
-            "SELECT count(*) FROM webhook_events WHERE event_type = 'checkout.session.completed'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM webhook_events WHERE event_type = 'checkout.session.completed'")
+            .await,
         1
     );
 
@@ -292,9 +276,7 @@ async fn an_order_is_invisible_without_its_own_token() {
     let app = spawn_app().await;
     let (order, token) = app.paid_order(1).await;
     let (other_order, other_token) = app.paid_order(1).await;
-    let (ok, _) = app
-        .get_json(&format!("/api/orders/{order}?token={token}"))
-        .await;
+    let (ok, _) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
     assert_eq!(ok, 200);
     for path in [
         format!("/api/orders/{order}"),

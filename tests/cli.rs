@@ -19,18 +19,11 @@ fn check_config_prints_the_effective_configuration_with_secrets_masked() {
         .arg("check-config")
         .env("STRIPE_SECRET_KEY", "sk_live_do_not_print")
         .env("STRIPE_WEBHOOK_SECRET", "whsec_do_not_print")
-        .env(
-            "DATABASE_URL",
-            "postgres://shop:hunter2@db.example:5432/shop",
-        )
+        .env("DATABASE_URL", "postgres://shop:hunter2@db.example:5432/shop")
         .env("RESTORECLICK__UPLOADS__MAX_FILES", "12")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("max_files = 12"), "{text}");
     assert!(text.contains("provider = \"stripe\""), "{text}");
@@ -47,16 +40,8 @@ fn check_config_prints_the_effective_configuration_with_secrets_masked() {
 fn invalid_configuration_is_refused_naming_the_key() {
     for (var, value, key) in [
         ("RESTORECLICK__UPLOADS__MAX_FILES", "0", "uploads.max_files"),
-        (
-            "RESTORECLICK__APP__PUBLIC_URL",
-            "not a url",
-            "app.public_url",
-        ),
-        (
-            "RESTORECLICK__PRICING__CURRENCY",
-            "dollars",
-            "pricing.currency",
-        ),
+        ("RESTORECLICK__APP__PUBLIC_URL", "not a url", "app.public_url"),
+        ("RESTORECLICK__PRICING__CURRENCY", "dollars", "pricing.currency"),
     ] {
         let out = restoreclick()
             .arg("check-config")
@@ -92,11 +77,7 @@ async fn migrate_applies_the_whole_data_model() {
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
@@ -123,12 +104,11 @@ async fn migrate_applies_the_whole_data_model() {
         );
     }
     // Status columns refuse states their machines do not have.
-    let bad = sqlx::query(
-        "INSERT INTO upload_sessions (id, status, expires_at) VALUES ($1, 'shipped', now())",
-    )
-    .bind(uuid::Uuid::now_v7())
-    .execute(&pool)
-    .await;
+    let bad =
+        sqlx::query("INSERT INTO upload_sessions (id, status, expires_at) VALUES ($1, 'shipped', now())")
+            .bind(uuid::Uuid::now_v7())
+            .execute(&pool)
+            .await;
     assert!(bad.is_err());
     // Running it again is a no-op.
     let again = restoreclick()

@@ -9,19 +9,9 @@ use serde_json::Value;
 async fn health_and_readiness_answer_on_both_listeners() {
     let app = spawn_app().await;
     for base in [&app.address, &app.ops_address] {
-        let r = app
-            .client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.client.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        let r = app
-            .client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.client.get(format!("{base}/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["checks"]["database"], true);
@@ -71,12 +61,7 @@ async fn metrics_are_on_the_ops_listener_only() {
 #[tokio::test]
 async fn unknown_paths_get_the_error_body_and_every_response_a_request_id() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/no/such/page"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(app.url("/no/such/page")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(!id.is_empty());

@@ -30,11 +30,7 @@ fn free_port() -> u16 {
 }
 
 impl Shop {
-    async fn start(
-        database_url: &str,
-        storage: &std::path::Path,
-        failpoints: Option<&str>,
-    ) -> Self {
+    async fn start(database_url: &str, storage: &std::path::Path, failpoints: Option<&str>) -> Self {
         let (port, ops) = (free_port(), free_port());
         let mut command = Command::new(env!("CARGO_BIN_EXE_restoreclick"));
         command
@@ -64,21 +60,11 @@ impl Shop {
         let child = command.spawn().expect("start the shop");
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        common::eventually(
-            Duration::from_secs(30),
-            "the shop to answer /healthz",
-            || {
-                let client = client.clone();
-                let url = format!("{base}/healthz");
-                async move {
-                    client
-                        .get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                }
-            },
-        )
+        common::eventually(Duration::from_secs(30), "the shop to answer /healthz", || {
+            let client = client.clone();
+            let url = format!("{base}/healthz");
+            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
         .await;
         Self { child, base }
     }
@@ -123,12 +109,7 @@ fn files_under(root: &std::path::Path, area: &str) -> usize {
 async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_restart() {
     let database_url = common::fresh_database().await;
     let storage = tempfile::tempdir().unwrap();
-    let mut shop = Shop::start(
-        &database_url,
-        storage.path(),
-        Some("webhook::after_commit=pause"),
-    )
-    .await;
+    let mut shop = Shop::start(&database_url, storage.path(), Some("webhook::after_commit=pause")).await;
     let db = PgPool::connect(&database_url).await.unwrap();
     let client = reqwest::Client::new();
 
@@ -186,18 +167,13 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
                 .await
         }
     });
-    common::eventually(
-        Duration::from_secs(10),
-        "the order to be committed",
-        || async { count(&db, "SELECT count(*) FROM orders").await == 1 },
-    )
+    common::eventually(Duration::from_secs(10), "the order to be committed", || async {
+        count(&db, "SELECT count(*) FROM orders").await == 1
+    })
     .await;
     shop.signal(Signal::SIGKILL);
     shop.wait();
-    assert!(
-        pending.await.unwrap().is_err(),
-        "the killed shop never answered"
-    );
+    assert!(pending.await.unwrap().is_err(), "the killed shop never answered");
     assert_eq!(
         count(&db, "SELECT count(*) FROM images WHERE status = 'pending'").await,
         2
@@ -207,11 +183,9 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
 
     // Started again, the shop finds the order in its rows and finishes the move.
     let mut shop = Shop::start(&database_url, storage.path(), None).await;
-    common::eventually(
-        Duration::from_secs(20),
-        "the originals to be stored",
-        || async { count(&db, "SELECT count(*) FROM images WHERE status = 'uploaded'").await == 2 },
-    )
+    common::eventually(Duration::from_secs(30), "the order to be restored", || async {
+        count(&db, "SELECT count(*) FROM orders WHERE status = 'completed'").await == 1
+    })
     .await;
     assert_eq!(files_under(storage.path(), "uploads/originals"), 2);
     assert_eq!(files_under(storage.path(), "uploads/temp"), 0);
@@ -233,7 +207,23 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
         .unwrap();
     assert_eq!(retry.status(), 200);
     assert_eq!(count(&db, "SELECT count(*) FROM orders").await, 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM email_queue").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM email_queue WHERE kind = 'order_confirmation'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM email_queue WHERE kind = 'restoration_complete'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(files_under(storage.path(), "uploads/restored"), 2);
     assert_eq!(count(&db, "SELECT count(*) FROM images").await, 2);
 
     // SIGTERM drains and exits 0.
@@ -246,25 +236,14 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
 async fn killed_between_storing_files_and_committing_rows_leaves_no_row_without_its_file() {
     let database_url = common::fresh_database().await;
     let storage = tempfile::tempdir().unwrap();
-    let shop = Shop::start(
-        &database_url,
-        storage.path(),
-        Some("upload::after_store=pause"),
-    )
-    .await;
+    let shop = Shop::start(&database_url, storage.path(), Some("upload::after_store=pause")).await;
     let db = PgPool::connect(&database_url).await.unwrap();
     let form = reqwest::multipart::Form::new().part(
         "files",
         reqwest::multipart::Part::bytes(common::photos::photo(0)).file_name("a.jpg"),
     );
     let url = format!("{}/api/upload", shop.base);
-    let pending = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .multipart(form)
-            .send()
-            .await
-    });
+    let pending = tokio::spawn(async move { reqwest::Client::new().post(url).multipart(form).send().await });
     common::eventually(Duration::from_secs(10), "the file to be stored", || async {
         files_under(storage.path(), "uploads/temp") == 1
     })

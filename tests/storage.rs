@@ -30,14 +30,7 @@ impl Moto {
             .unwrap()
             .port();
         let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -98,10 +91,7 @@ async fn exercise(storage: &Storage) {
     storage.put(&temp, photo.clone()).await.unwrap();
     assert_eq!(storage.get(&temp).await.unwrap(), photo);
     assert_eq!(storage.size(&temp).await.unwrap(), Some(photo.len() as u64));
-    assert_eq!(
-        storage.size("uploads/temp/nothing-here").await.unwrap(),
-        None
-    );
+    assert_eq!(storage.size("uploads/temp/nothing-here").await.unwrap(), None);
     assert!(matches!(
         storage.get("uploads/temp/nothing-here").await,
         Err(StorageError::NotFound(_))
@@ -181,19 +171,13 @@ async fn the_shop_runs_its_whole_paid_path_on_s3() {
     })
     .await;
     let (order, token) = app.paid_order(2).await;
-    common::eventually(
-        Duration::from_secs(15),
-        "originals stored in S3",
-        || async {
-            app.count("SELECT count(*) FROM images WHERE status = 'uploaded'")
-                .await
-                == 2
-        },
-    )
+    common::eventually(Duration::from_secs(30), "the order restored on S3", || async {
+        app.count("SELECT count(*) FROM images WHERE status = 'completed\'")
+            .await
+            == 2
+    })
     .await;
-    let (status, body) = app
-        .get_json(&format!("/api/orders/{order}?token={token}"))
-        .await;
+    let (status, body) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
     assert_eq!(status, 200);
     let url = body["images"][0]["original_url"].as_str().unwrap();
     let photo = app
@@ -208,4 +192,7 @@ async fn the_shop_runs_its_whole_paid_path_on_s3() {
         photo.bytes().await.unwrap().as_ref(),
         common::photos::photo(0).as_slice()
     );
+    let restored = body["images"][0]["restored_url"].as_str().unwrap();
+    let (status, _) = app.get_json(&format!("{restored}?token={token}")).await;
+    assert_eq!(status, 200);
 }

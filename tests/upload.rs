@@ -140,10 +140,7 @@ async fn a_gif_behind_a_jpg_name_is_refused() {
     let (status, body) = refused(&app, vec![("holiday.jpg", photos::GIF.to_vec())]).await;
     assert_eq!(status, 415);
     assert_eq!(file_codes(&body), ["unsupported_type"]);
-    assert_eq!(
-        body["error"]["details"]["files"][0]["filename"],
-        "holiday.jpg"
-    );
+    assert_eq!(body["error"]["details"]["files"][0]["filename"], "holiday.jpg");
 }
 
 #[tokio::test]
@@ -179,11 +176,7 @@ async fn an_empty_file_is_refused() {
 #[tokio::test]
 async fn a_pixel_bomb_is_refused_before_decoding() {
     let app = spawn_app().await;
-    let (status, body) = refused(
-        &app,
-        vec![("bomb.png", photos::pixel_bomb_png(30_000, 30_000))],
-    )
-    .await;
+    let (status, body) = refused(&app, vec![("bomb.png", photos::pixel_bomb_png(30_000, 30_000))]).await;
     assert_eq!(status, 413);
     assert_eq!(file_codes(&body), ["image_too_large"]);
 }
@@ -341,10 +334,7 @@ async fn a_request_without_photos_is_refused() {
 async fn orphaned_temp_files_are_swept_and_owned_ones_kept() {
     let app = spawn_app().await;
     app.upload_photos(1).await;
-    let orphan = app
-        .storage_dir
-        .path()
-        .join("uploads/temp/deadbeef/orphan.jpg");
+    let orphan = app.storage_dir.path().join("uploads/temp/deadbeef/orphan.jpg");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, photos::photo(0)).unwrap();
     let storage = restoreclick::storage::Storage::local(app.storage_dir.path()).unwrap();

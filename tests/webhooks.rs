@@ -4,9 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    WEBHOOK_SECRET, checkout_event, completed_event, now, refund_event, spawn_app, spawn_app_with,
-};
+use common::{WEBHOOK_SECRET, checkout_event, completed_event, now, refund_event, spawn_app, spawn_app_with};
 use restoreclick::providers::payments::signature;
 use serde_json::{Value, json};
 
@@ -23,6 +21,11 @@ async fn open_checkout(app: &common::TestApp, n: usize) -> (String, String) {
 
 async fn orders(app: &common::TestApp) -> i64 {
     app.count("SELECT count(*) FROM orders").await
+}
+
+async fn confirmations(app: &common::TestApp) -> i64 {
+    app.count("SELECT count(*) FROM email_queue WHERE kind = 'order_confirmation'")
+        .await
 }
 
 #[tokio::test]
@@ -57,7 +60,7 @@ async fn a_paid_checkout_becomes_one_durable_order_with_everything_it_needs() {
         1
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM order_events WHERE status IN ('processing', 'pending')")
+        app.count("SELECT count(*) FROM order_events WHERE (kind = 'order' AND status = 'processing') OR (kind = 'image' AND status = 'pending')")
             .await,
         4
     );
@@ -72,13 +75,26 @@ async fn a_paid_checkout_becomes_one_durable_order_with_everything_it_needs() {
     assert_ne!(stored, token.as_bytes());
     assert_eq!(stored.len(), 32);
 
-    // The actors move the photos from temp to originals and checkpoint them.
-    common::eventually(Duration::from_secs(10), "originals stored", || async {
-        app.count("SELECT count(*) FROM images WHERE status = 'uploaded'")
+    // The actors store the originals, restore every photo and finish the order.
+    common::eventually(Duration::from_secs(20), "the order to complete", || async {
+        app.count("SELECT count(*) FROM orders WHERE status = 'completed'")
             .await
-            == 3
+            == 1
     })
     .await;
+    let restored = app.stored_files();
+    assert_eq!(
+        restored
+            .iter()
+            .filter(|k| k.starts_with("uploads/restored/"))
+            .count(),
+        3,
+        "{restored:?}"
+    );
+    assert!(
+        restored.iter().any(|k| k.ends_with("001_photo_restored.jpg")),
+        "{restored:?}"
+    );
     let stored = app.stored_files();
     assert_eq!(
         stored
@@ -127,10 +143,7 @@ async fn a_wrong_secret_a_stale_timestamp_no_header_or_a_tampered_body_are_refus
     // Several v1 values (a secret being rolled): any match is enough.
     let sig = good.split("v1=").nth(1).unwrap();
     let rotated = format!("t={},v1={},v1={sig}", now(), "ab".repeat(32));
-    assert_eq!(
-        app.post_webhook_raw(&body, Some(&rotated)).await.status(),
-        200
-    );
+    assert_eq!(app.post_webhook_raw(&body, Some(&rotated)).await.status(), 200);
     assert_eq!(orders(&app).await, 1);
 }
 
@@ -148,7 +161,7 @@ async fn twenty_concurrent_deliveries_of_one_event_make_one_order_and_one_email(
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(orders(&app).await, 1);
     assert_eq!(app.count("SELECT count(*) FROM images").await, 2);
-    assert_eq!(app.count("SELECT count(*) FROM email_queue").await, 1);
+    assert_eq!(confirmations(&app).await, 1);
     assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 1);
 }
 
@@ -167,7 +180,7 @@ async fn two_different_events_for_one_paid_checkout_make_one_order() {
     let (a, b) = tokio::join!(app.post_event(&completed), app.post_event(&succeeded));
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
     assert_eq!(orders(&app).await, 1);
-    assert_eq!(app.count("SELECT count(*) FROM email_queue").await, 1);
+    assert_eq!(confirmations(&app).await, 1);
     assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 2);
 }
 
@@ -175,12 +188,9 @@ async fn two_different_events_for_one_paid_checkout_make_one_order() {
 async fn a_second_payment_for_a_paid_session_makes_no_second_order_and_alerts_the_operator() {
     let app = spawn_app().await;
     let (session, first) = open_checkout(&app, 1).await;
-    app.post_event(&completed_event(&first, &session, 500))
-        .await;
+    app.post_event(&completed_event(&first, &session, 500)).await;
     let second = "cs_test_second_payment";
-    let response = app
-        .post_event(&completed_event(second, &session, 500))
-        .await;
+    let response = app.post_event(&completed_event(second, &session, 500)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(orders(&app).await, 1);
     assert_eq!(
@@ -242,10 +252,8 @@ async fn a_full_refund_moves_the_order_to_refunded_and_cancels_its_work() {
     let partial = refund_event(&cs, 1000, 500);
     assert_eq!(app.post_event(&partial).await.status(), 200);
     assert_eq!(
-        app.count(
-            "SELECT count(*) FROM orders WHERE status = 'processing' AND amount_refunded = 500"
-        )
-        .await,
+        app.count("SELECT count(*) FROM orders WHERE status = 'processing' AND amount_refunded = 500")
+            .await,
         1
     );
 
@@ -266,9 +274,7 @@ async fn a_full_refund_moves_the_order_to_refunded_and_cancels_its_work() {
         body["order_id"].as_str().unwrap(),
         body["order_token"].as_str().unwrap(),
     );
-    let (status, order) = app
-        .get_json(&format!("/api/orders/{order}?token={token}"))
-        .await;
+    let (status, order) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
     assert_eq!(status, 200);
     assert_eq!(order["status"], "refunded");
 
@@ -354,5 +360,5 @@ async fn with_redis_stopped_a_repeated_event_still_makes_exactly_one_order() {
     let (a, b) = tokio::join!(app.post_event(&other), app.post_event(&other));
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
     assert_eq!(orders(&app).await, 2);
-    assert_eq!(app.count("SELECT count(*) FROM email_queue").await, 2);
+    assert_eq!(confirmations(&app).await, 2);
 }

@@ -1,20 +1,27 @@
 //! The actor tree: live work, not data. Every actor can be rebuilt from its
 //! rows, so a crash anywhere loses nothing (DESIGN.md "Actor tree").
 //!
-//! `OrderSupervisor` owns one `OrderActor` per live order; the order actor
-//! checkpoints each step to Postgres before its side effect.
+//! `RootSupervisor` → `OrderSupervisor` (→ `OrderActor` → `ImageActor`),
+//! `RestorationPool`, `Cleanup`, `Monitor`; restarts are one-for-one within
+//! budgets. No message crosses instances: Postgres is the only channel.
 
+pub mod cleanup;
+pub mod image;
+pub mod monitor;
 pub mod order;
+pub mod restoration_pool;
+pub mod root;
 pub mod supervisor;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use ractor::{Actor, ActorRef};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{config::Settings, storage::Storage};
-use supervisor::{OrderSupervisor, OrderSupervisorMsg};
+use crate::{config::Settings, providers::restoration::Restorer, storage::Storage};
+use root::{RootArgs, RootSupervisor};
+use supervisor::OrderSupervisorMsg;
 
 /// What every actor needs from the outside world.
 #[derive(Clone)]
@@ -24,32 +31,85 @@ pub struct ActorContext {
     pub storage: Storage,
 }
 
+/// A reference to an actor that follows it across restarts.
+pub struct Handle<M>(Arc<RwLock<Option<ActorRef<M>>>>);
+
+impl<M> Clone for Handle<M> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<M> Default for Handle<M> {
+    fn default() -> Self {
+        Self(Arc::new(RwLock::new(None)))
+    }
+}
+
+impl<M: ractor::Message> Handle<M> {
+    pub fn set(&self, actor: ActorRef<M>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(actor);
+        }
+    }
+
+    pub fn get(&self) -> Option<ActorRef<M>> {
+        self.0.read().ok().and_then(|a| a.clone())
+    }
+
+    pub fn send(&self, msg: M) -> Result<(), String> {
+        let actor = self.get().ok_or("the actor is not running")?;
+        actor.cast(msg).map_err(|e| e.to_string())
+    }
+}
+
 /// The running tree, as the rest of the shop sees it.
 #[derive(Clone)]
 pub struct Actors {
-    supervisor: ActorRef<OrderSupervisorMsg>,
+    root: ActorRef<()>,
+    orders: Handle<OrderSupervisorMsg>,
 }
 
 impl Actors {
-    /// Starts the tree; the supervisor at once resumes every order left unfinished.
+    /// Starts the tree; the order supervisor at once claims and resumes every
+    /// live order nobody else holds.
     pub async fn start(
         ctx: ActorContext,
+        restorer: Arc<dyn Restorer>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        let (supervisor, handle) = Actor::spawn(None, OrderSupervisor, ctx).await?;
-        Ok((Self { supervisor }, handle))
+        let orders = Handle::default();
+        let args = RootArgs {
+            owner: ctx.settings.instance_id(),
+            ctx,
+            restorer,
+            orders: orders.clone(),
+            pool: Handle::default(),
+        };
+        let (root, handle) = Actor::spawn(None, RootSupervisor, args).await?;
+        Ok((Self { root, orders }, handle))
     }
 
     /// Hands a newly committed order to its actor.
     pub fn dispatch(&self, order_id: Uuid) {
-        if let Err(e) = self.supervisor.cast(OrderSupervisorMsg::Spawn(order_id)) {
-            // The periodic sweep picks the order up from its rows.
+        if let Err(e) = self.orders.send(OrderSupervisorMsg::Spawn(order_id)) {
+            // The periodic sweep claims the order from its row.
             tracing::warn!(%order_id, error = %e, "order supervisor unreachable; the sweep will resume the order");
         }
     }
 
-    /// Stops the tree (its children first) and waits for it.
+    /// Tells a live order's actor that the order was refunded.
+    pub fn refunded(&self, order_id: Uuid) {
+        let _ = self.orders.send(OrderSupervisorMsg::Refunded(order_id));
+    }
+
+    /// Stops the tree: orders first (their leases are given back), then the rest.
     pub async fn stop(self, handle: tokio::task::JoinHandle<()>) {
-        self.supervisor.stop(Some("shutdown".into()));
+        if let Some(orders) = self.orders.get() {
+            let _ = orders
+                .stop_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(15)))
+                .await;
+        }
+        self.root.stop(Some("shutdown".into()));
         let _ = handle.await;
     }
 }

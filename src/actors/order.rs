@@ -1,41 +1,85 @@
-//! `OrderActor`: drives one paid order. Here it brings the order's photos
-//! from temp storage into `originals/`, checkpointing each image as
-//! `uploaded` once its move is done; moves are copy-then-delete and safe to
-//! repeat, so a crash between the move and the checkpoint only repeats a move.
+//! `OrderActor`: drives one paid order to its outcome.
+//!
+//! It brings the photos from temp storage into `originals/` (copy-then-delete,
+//! safe to repeat; each image checkpointed `uploaded` after its move), runs
+//! one linked `ImageActor` per unfinished photo, restarts a crashed one from
+//! its job row within a budget, and when every photo is done records the
+//! order's outcome and queues its one outcome email, in one transaction.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{HashMap, HashSet};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::ActorContext;
-use crate::{db, domain::ImageStatus, storage::StorageError};
+use super::{
+    ActorContext,
+    image::{ImageActor, ImageArgs},
+    restoration_pool::PoolHandle,
+};
+use crate::{
+    db::{self, emails::EmailKind},
+    domain::{IdKind, ImageStatus, JobStatus, OrderStatus, format_id},
+    storage::StorageError,
+};
+
+/// Restarts allowed per photo before it is failed.
+const IMAGE_RESTART_BUDGET: u32 = 3;
 
 pub enum OrderMsg {
     /// Resume the order from its rows.
     Start,
+    /// One photo reached its end.
+    ImageFinished { image_id: Uuid, completed: bool },
+    /// The order was refunded: stop working on it.
+    Refunded,
 }
 
 pub struct OrderActor;
 
+pub struct OrderArgs {
+    pub ctx: ActorContext,
+    pub order_id: Uuid,
+    pub pool: PoolHandle,
+    pub provider: &'static str,
+}
+
 pub struct OrderState {
-    ctx: ActorContext,
-    order_id: Uuid,
+    args: OrderArgs,
+    children: HashMap<ActorId, Uuid>,
+    remaining: HashSet<Uuid>,
+    restarts: HashMap<Uuid, u32>,
 }
 
 impl Actor for OrderActor {
     type Msg = OrderMsg;
     type State = OrderState;
-    type Arguments = (ActorContext, Uuid);
+    type Arguments = OrderArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (ctx, order_id): (ActorContext, Uuid),
+        args: OrderArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(OrderState { ctx, order_id })
+        metrics::gauge!("restoreclick_live_actors", "kind" => "order").increment(1.0);
+        Ok(OrderState {
+            args,
+            children: HashMap::new(),
+            remaining: HashSet::new(),
+            restarts: HashMap::new(),
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %state.order_id))]
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("restoreclick_live_actors", "kind" => "order").decrement(1.0);
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %state.args.order_id))]
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
@@ -43,22 +87,98 @@ impl Actor for OrderActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OrderMsg::Start => {
-                state.store_originals().await?;
-                // Restoration of `uploaded` images is the restoration pool's work.
-                myself.stop(Some("originals stored".into()));
+            OrderMsg::Start => state.start(&myself).await,
+            OrderMsg::ImageFinished { image_id, completed } => {
+                tracing::debug!(%image_id, completed, "image finished");
+                state.remaining.remove(&image_id);
+                state.finish_if_done(&myself).await
             }
+            OrderMsg::Refunded => {
+                tracing::info!("order refunded; its work stops");
+                myself.stop_children(Some("refunded".into()));
+                myself.stop(Some("refunded".into()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            let Some(image_id) = state.children.remove(&cell.get_id()) else {
+                return Ok(());
+            };
+            let restarts = state.restarts.entry(image_id).or_default();
+            *restarts += 1;
+            if *restarts <= IMAGE_RESTART_BUDGET {
+                tracing::warn!(%image_id, restarts = *restarts, %error, "image actor failed; restarting from its job row");
+                state.spawn_image(&myself, image_id).await?;
+            } else {
+                tracing::error!(%image_id, %error, "image actor keeps failing; the photo fails");
+                state
+                    .fail_image(image_id, &format!("restoration kept crashing: {error}"))
+                    .await?;
+                state.remaining.remove(&image_id);
+                state.finish_if_done(&myself).await?;
+            }
+        } else if let SupervisionEvent::ActorTerminated(cell, _, _) = event {
+            state.children.remove(&cell.get_id());
         }
         Ok(())
     }
 }
 
 impl OrderState {
+    fn ctx(&self) -> &ActorContext {
+        &self.args.ctx
+    }
+
+    async fn start(&mut self, myself: &ActorRef<OrderMsg>) -> Result<(), ActorProcessingErr> {
+        let Some(order) = db::orders::get(&self.ctx().db, self.args.order_id).await? else {
+            myself.stop(Some("order gone".into()));
+            return Ok(());
+        };
+        if order.status() != OrderStatus::Processing {
+            myself.stop(Some("order not processing".into()));
+            return Ok(());
+        }
+        self.store_originals().await?;
+        let images = db::orders::images(&self.ctx().db, self.args.order_id).await?;
+        for image in images.iter().filter(|i| !i.status().is_terminal()) {
+            self.remaining.insert(image.id);
+            self.spawn_image(myself, image.id).await?;
+        }
+        self.finish_if_done(myself).await
+    }
+
+    async fn spawn_image(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        image_id: Uuid,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = ImageArgs {
+            ctx: self.ctx().clone(),
+            image_id,
+            pool: self.args.pool.clone(),
+            parent: myself.clone(),
+            provider: self.args.provider,
+        };
+        let (child, _) = Actor::spawn_linked(None, ImageActor, args, myself.get_cell()).await?;
+        self.children.insert(child.get_id(), image_id);
+        Ok(())
+    }
+
+    /// Moves every `pending` photo from temp into originals.
     async fn store_originals(&self) -> Result<(), ActorProcessingErr> {
-        let images = db::orders::images(&self.ctx.db, self.order_id).await?;
+        let order_id = self.args.order_id;
+        let images = db::orders::images(&self.ctx().db, order_id).await?;
         for image in images.iter().filter(|i| i.status() == ImageStatus::Pending) {
             let moved = self
-                .ctx
+                .ctx()
                 .storage
                 .move_object(&image.temp_key, &image.original_key)
                 .await;
@@ -73,22 +193,140 @@ impl OrderState {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let mut tx = self.ctx.db.begin().await?;
-            if db::orders::set_image_status(&mut tx, image.id, ImageStatus::Pending, to, error)
-                .await?
-            {
-                db::events::append(
-                    &mut tx,
-                    self.order_id,
-                    Some(image.id),
-                    to.as_str(),
-                    &json!({}),
-                )
-                .await?;
+            let mut tx = self.ctx().db.begin().await?;
+            if db::orders::set_image_status(&mut tx, image.id, ImageStatus::Pending, to, error).await? {
+                if to == ImageStatus::Failed
+                    && let Some(job) = db::jobs::by_image(&mut *tx, image.id).await?
+                {
+                    let reason = error.unwrap_or_default();
+                    db::jobs::fail(&mut tx, job.id, JobStatus::Pending, reason, "permanent").await?;
+                }
+                db::events::append(&mut tx, order_id, Some(image.id), to.as_str(), &json!({})).await?;
             }
             tx.commit().await?;
-            tracing::info!(image_id = %image.id, status = to.as_str(), "image checkpointed");
+            tracing::info!(image_id = %image.id, status = to.as_str(), "original stored");
         }
         Ok(())
     }
+
+    /// A photo whose actor cannot go on fails, whatever step it was at.
+    async fn fail_image(&self, image_id: Uuid, reason: &str) -> Result<(), ActorProcessingErr> {
+        let mut tx = self.ctx().db.begin().await?;
+        if let Some(job) = db::jobs::by_image(&mut *tx, image_id).await? {
+            let status = job.status();
+            if status.can_transition_to(JobStatus::Failed) {
+                db::jobs::fail(&mut tx, job.id, status, reason, "permanent").await?;
+            }
+        }
+        if let Some(image) = db::orders::image(&mut *tx, image_id).await? {
+            let status = image.status();
+            if status.can_transition_to(ImageStatus::Failed)
+                && db::orders::set_image_status(&mut tx, image_id, status, ImageStatus::Failed, Some(reason))
+                    .await?
+            {
+                db::events::append(
+                    &mut tx,
+                    image.order_id,
+                    Some(image_id),
+                    "failed",
+                    &json!({"error": reason}),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_if_done(&mut self, myself: &ActorRef<OrderMsg>) -> Result<(), ActorProcessingErr> {
+        if !self.remaining.is_empty() {
+            return Ok(());
+        }
+        finish_order(self.ctx(), self.args.order_id).await?;
+        myself.stop(Some("order finished".into()));
+        Ok(())
+    }
+}
+
+/// Records an order's outcome from its images (all completed → completed;
+/// some failed → completed with `failed_images`; all failed → failed) and
+/// queues the one outcome email. Does nothing for an order not processing.
+pub async fn finish_order(ctx: &ActorContext, order_id: Uuid) -> Result<(), ActorProcessingErr> {
+    let mut tx = ctx.db.begin().await?;
+    let Some(order) = db::orders::lock(&mut tx, order_id).await? else {
+        return Ok(());
+    };
+    if order.status() != OrderStatus::Processing {
+        return Ok(());
+    }
+    let images = db::orders::images(&mut *tx, order_id).await?;
+    if images.iter().any(|i| !i.status().is_terminal()) {
+        return Ok(());
+    }
+    let failed: Vec<_> = images
+        .iter()
+        .filter(|i| i.status() == ImageStatus::Failed)
+        .collect();
+    let outcome = if failed.len() == images.len() {
+        OrderStatus::Failed
+    } else {
+        OrderStatus::Completed
+    };
+    db::orders::finish(&mut tx, order_id, outcome, failed.len() as i32).await?;
+    db::events::append(
+        &mut tx,
+        order_id,
+        None,
+        outcome.as_str(),
+        &json!({"completed": images.len() - failed.len(), "failed": failed.len()}),
+    )
+    .await?;
+    if let Some(email) = &order.email {
+        let kind = if outcome == OrderStatus::Completed {
+            EmailKind::RestorationComplete
+        } else {
+            EmailKind::RestorationFailed
+        };
+        let payload = json!({
+            "order_id": format_id(IdKind::Order, order_id),
+            "photos": images.len(),
+            "failed_photos": failed.iter().map(|i| json!({"filename": i.filename, "error": i.error})).collect::<Vec<_>>(),
+        });
+        db::emails::enqueue(
+            &mut tx,
+            &format!("order:{}:outcome", order_id.simple()),
+            Some(order_id),
+            kind,
+            email,
+            &payload,
+            ctx.settings.mail.max_attempts as i32,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("restoreclick_orders_total", "status" => outcome.as_str()).increment(1);
+    tracing::info!(%order_id, status = outcome.as_str(), failed = failed.len(), "order finished");
+    Ok(())
+}
+
+/// An order whose actor keeps crashing fails cleanly: its unfinished photos
+/// fail, the customer's failure email and an admin alert are queued.
+pub async fn fail_order(ctx: &ActorContext, order_id: Uuid, reason: &str) -> Result<(), ActorProcessingErr> {
+    let mut tx = ctx.db.begin().await?;
+    db::orders::fail_unfinished(&mut tx, order_id, reason).await?;
+    let to = ctx.settings.mail.admin_to.trim();
+    if !to.is_empty() {
+        db::emails::enqueue(
+            &mut tx,
+            &format!("order:{}:crashed", order_id.simple()),
+            Some(order_id),
+            EmailKind::AdminAlert,
+            to,
+            &json!({"reason": "order_crashed", "order_id": format_id(IdKind::Order, order_id), "error": reason}),
+            ctx.settings.mail.max_attempts as i32,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    finish_order(ctx, order_id).await
 }

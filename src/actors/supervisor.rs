@@ -1,32 +1,48 @@
-//! `OrderSupervisor`: one `OrderActor` per live order, restarted one-for-one
-//! within a restart budget, and a sweep that resumes orders from their rows
-//! (at start-up, and periodically, for work whose hand-off was lost).
+//! `OrderSupervisor`: one `OrderActor` per live order this instance holds a
+//! lease on. It claims free or expired leases (at start-up and on every
+//! sweep), renews its own by heartbeat and stops an actor whose lease was
+//! lost, restarts a crashed order actor one-for-one within a budget, and past
+//! the budget fails the order cleanly. On stop it gives its leases back.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use super::{
     ActorContext,
-    order::{OrderActor, OrderMsg},
+    order::{OrderActor, OrderArgs, OrderMsg, fail_order},
+    restoration_pool::PoolHandle,
 };
-use crate::db;
+use crate::db::leases;
 
-/// Restarts allowed per order before it is left to the next sweep.
+/// Restarts allowed per order before it is failed.
 const RESTART_BUDGET: u32 = 5;
+/// Orders claimed per sweep.
+const CLAIM_BATCH: i64 = 500;
 
 pub enum OrderSupervisorMsg {
     /// A committed order needs its actor.
     Spawn(Uuid),
-    /// Look in the database for live orders with unfinished steps.
+    /// Claim live orders nobody holds.
     Sweep,
+    /// Renew this instance's leases.
+    Heartbeat,
+    /// The order was refunded.
+    Refunded(Uuid),
 }
 
 pub struct OrderSupervisor;
 
+pub struct SupervisorArgs {
+    pub ctx: ActorContext,
+    pub pool: PoolHandle,
+    pub provider: &'static str,
+    pub owner: String,
+}
+
 pub struct OrderSupervisorState {
-    ctx: ActorContext,
+    args: SupervisorArgs,
     live: HashMap<Uuid, ActorRef<OrderMsg>>,
     by_actor: HashMap<ActorId, Uuid>,
     restarts: HashMap<Uuid, u32>,
@@ -35,22 +51,38 @@ pub struct OrderSupervisorState {
 impl Actor for OrderSupervisor {
     type Msg = OrderSupervisorMsg;
     type State = OrderSupervisorState;
-    type Arguments = ActorContext;
+    type Arguments = SupervisorArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        ctx: ActorContext,
+        args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let ttl = args.ctx.settings.orders.lease_ttl;
         myself.cast(OrderSupervisorMsg::Sweep)?;
-        let every = ctx.settings.orders.lease_ttl;
-        myself.send_interval(every, || OrderSupervisorMsg::Sweep);
+        myself.send_interval(ttl / 3, || OrderSupervisorMsg::Heartbeat);
+        myself.send_interval(ttl / 2, || OrderSupervisorMsg::Sweep);
         Ok(OrderSupervisorState {
-            ctx,
+            args,
             live: HashMap::new(),
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        myself
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
+            .await;
+        match leases::release_all(&state.ctx().db, &state.args.owner).await {
+            Ok(n) => tracing::info!(released = n, "order leases released"),
+            Err(e) => tracing::warn!(error = %e, "cannot release order leases; they expire by themselves"),
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -60,17 +92,23 @@ impl Actor for OrderSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OrderSupervisorMsg::Spawn(order_id) => state.spawn(&myself, order_id).await,
-            OrderSupervisorMsg::Sweep => {
-                match db::orders::awaiting_originals(&state.ctx.db).await {
-                    Ok(orders) => {
-                        for order_id in orders {
-                            state.spawn(&myself, order_id).await;
+            OrderSupervisorMsg::Spawn(order_id) => {
+                if !state.live.contains_key(&order_id) {
+                    let ttl = state.ctx().settings.orders.lease_ttl;
+                    match leases::claim(&state.ctx().db, &state.args.owner, ttl, order_id).await {
+                        Ok(true) => state.spawn(&myself, order_id).await,
+                        Ok(false) => tracing::debug!(%order_id, "order held by another instance"),
+                        Err(e) => {
+                            tracing::warn!(%order_id, error = %e, "cannot claim the order; the sweep will")
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "order sweep failed; retrying at the next tick")
-                    }
+                }
+            }
+            OrderSupervisorMsg::Sweep => state.sweep(&myself).await,
+            OrderSupervisorMsg::Heartbeat => state.heartbeat().await,
+            OrderSupervisorMsg::Refunded(order_id) => {
+                if let Some(actor) = state.live.get(&order_id) {
+                    let _ = actor.cast(OrderMsg::Refunded);
                 }
             }
         }
@@ -87,6 +125,7 @@ impl Actor for OrderSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(order_id) = state.forget(cell.get_id()) {
                     state.restarts.remove(&order_id);
+                    let _ = leases::release(&state.ctx().db, &state.args.owner, order_id).await;
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
@@ -99,8 +138,18 @@ impl Actor for OrderSupervisor {
                     tracing::warn!(%order_id, restarts = *restarts, %error, "order actor failed; restarting from its rows");
                     state.spawn(&myself, order_id).await;
                 } else {
-                    tracing::error!(%order_id, %error, "order actor keeps failing; left for the next sweep");
+                    tracing::error!(%order_id, %error, "order actor keeps failing; the order fails");
                     state.restarts.remove(&order_id);
+                    if let Err(e) = fail_order(
+                        state.ctx(),
+                        order_id,
+                        &format!("the order kept crashing: {error}"),
+                    )
+                    .await
+                    {
+                        tracing::error!(%order_id, error = %e, "cannot fail the order; the next sweep retries");
+                    }
+                    let _ = leases::release(&state.ctx().db, &state.args.owner, order_id).await;
                 }
             }
             _ => {}
@@ -110,18 +159,56 @@ impl Actor for OrderSupervisor {
 }
 
 impl OrderSupervisorState {
+    fn ctx(&self) -> &ActorContext {
+        &self.args.ctx
+    }
+
+    async fn sweep(&mut self, myself: &ActorRef<OrderSupervisorMsg>) {
+        let ttl = self.ctx().settings.orders.lease_ttl;
+        match leases::claim_free(&self.ctx().db, &self.args.owner, ttl, CLAIM_BATCH).await {
+            Ok(orders) => {
+                for order_id in orders {
+                    self.spawn(myself, order_id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "order sweep failed; retrying at the next tick"),
+        }
+    }
+
+    /// Renews every live order's lease; an order whose lease another
+    /// instance took is stopped here at once.
+    async fn heartbeat(&mut self) {
+        if self.live.is_empty() {
+            return;
+        }
+        let ids: Vec<Uuid> = self.live.keys().copied().collect();
+        let ttl = self.ctx().settings.orders.lease_ttl;
+        match leases::renew(&self.ctx().db, &self.args.owner, ttl, &ids).await {
+            Ok(held) => {
+                for lost in ids.into_iter().filter(|id| !held.contains(id)) {
+                    if let Some(actor) = self.live.remove(&lost) {
+                        tracing::warn!(order_id = %lost, "lease lost; stopping the order's actor");
+                        self.by_actor.remove(&actor.get_id());
+                        actor.stop_children(Some("lease lost".into()));
+                        actor.stop(Some("lease lost".into()));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+    }
+
     async fn spawn(&mut self, myself: &ActorRef<OrderSupervisorMsg>, order_id: Uuid) {
         if self.live.contains_key(&order_id) {
             return;
         }
-        let spawned = Actor::spawn_linked(
-            None,
-            OrderActor,
-            (self.ctx.clone(), order_id),
-            myself.get_cell(),
-        )
-        .await;
-        match spawned {
+        let args = OrderArgs {
+            ctx: self.ctx().clone(),
+            order_id,
+            pool: self.args.pool.clone(),
+            provider: self.args.provider,
+        };
+        match Actor::spawn_linked(None, OrderActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.by_actor.insert(actor.get_id(), order_id);
                 if let Err(e) = actor.cast(OrderMsg::Start) {

@@ -64,10 +64,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<CheckoutRow
     .await
 }
 
-pub async fn count_for_session(
-    db: impl PgExecutor<'_>,
-    upload_session_id: Uuid,
-) -> Result<i64, sqlx::Error> {
+pub async fn count_for_session(db: impl PgExecutor<'_>, upload_session_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM checkout_sessions WHERE upload_session_id = $1")
         .bind(upload_session_id)
         .fetch_one(db)

@@ -13,13 +13,15 @@ pub async fn append(
     detail: &Value,
 ) -> Result<(), sqlx::Error> {
     let kind = if image_id.is_some() { "image" } else { "order" };
-    sqlx::query("INSERT INTO order_events (order_id, image_id, kind, status, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(order_id)
-        .bind(image_id)
-        .bind(kind)
-        .bind(status)
-        .bind(detail)
-        .execute(conn)
-        .await
-        .map(drop)
+    sqlx::query(
+        "INSERT INTO order_events (order_id, image_id, kind, status, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(order_id)
+    .bind(image_id)
+    .bind(kind)
+    .bind(status)
+    .bind(detail)
+    .execute(conn)
+    .await
+    .map(drop)
 }

@@ -6,6 +6,8 @@
 pub mod checkouts;
 pub mod emails;
 pub mod events;
+pub mod jobs;
+pub mod leases;
 pub mod orders;
 pub mod uploads;
 pub mod webhooks;

@@ -255,17 +255,15 @@ pub async fn set_status(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn set_amount_refunded(
-    conn: &mut PgConnection,
-    id: Uuid,
-    amount: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE orders SET amount_refunded = greatest(amount_refunded, $2), updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(amount)
-        .execute(conn)
-        .await
-        .map(drop)
+pub async fn set_amount_refunded(conn: &mut PgConnection, id: Uuid, amount: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET amount_refunded = greatest(amount_refunded, $2), updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(amount)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Moves an image from `from` to `to`; false when it was not in `from`.
@@ -319,4 +317,74 @@ pub async fn awaiting_originals(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sq
     )
     .fetch_all(db)
     .await
+}
+
+/// One image with its job's attempts.
+pub async fn image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<ImageRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type, i.bytes, i.width,
+                i.height, i.status, i.temp_key, i.original_key, i.restored_key,
+                coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts,
+                i.created_at, i.completed_at
+         FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id
+         WHERE i.id = $1",
+    )
+    .bind(image_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The order, locked for the caller's transaction.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records the outcome of a finished order: its status and failed photos.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    to: OrderStatus,
+    failed_images: i32,
+) -> Result<bool, sqlx::Error> {
+    OrderStatus::Processing
+        .transition(to)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done = sqlx::query(
+        "UPDATE orders SET status = $2, failed_images = $3, completed_at = now(), updated_at = now(),
+                owner_id = NULL, lease_until = NULL
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .bind(failed_images)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails every unfinished image and job of an order (it cannot go on).
+pub async fn fail_unfinished(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE restoration_jobs SET status = 'failed', last_error = $2, error_kind = 'permanent',
+                next_attempt_at = NULL, finished_at = now(), updated_at = now()
+         WHERE order_id = $1 AND status IN ('pending', 'queued', 'processing')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE images SET status = 'failed', error = $2, completed_at = now(), updated_at = now()
+         WHERE order_id = $1 AND status IN ('pending', 'uploaded', 'processing')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -57,16 +57,11 @@ pub async fn create_session(
         .map(drop)
 }
 
-pub async fn get_session(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<UploadSessionRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, status, email, created_at, expires_at FROM upload_sessions WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
+pub async fn get_session(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UploadSessionRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, status, email, created_at, expires_at FROM upload_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The session, locked until the transaction ends: serialises changes to one session.
@@ -106,12 +101,14 @@ pub async fn extend_expiry(
     id: Uuid,
     until: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE upload_sessions SET expires_at = greatest(expires_at, $2), updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(until)
-        .execute(conn)
-        .await
-        .map(drop)
+    sqlx::query(
+        "UPDATE upload_sessions SET expires_at = greatest(expires_at, $2), updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(until)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 pub async fn set_email(conn: &mut PgConnection, id: Uuid, email: &str) -> Result<(), sqlx::Error> {
@@ -126,10 +123,7 @@ pub async fn set_email(conn: &mut PgConnection, id: Uuid, email: &str) -> Result
 const FILE_COLUMNS: &str = "id, session_id, filename, stem, ext, content_type, bytes, width, height, sha256, storage_key, created_at";
 
 /// The session's files in upload order.
-pub async fn list_files(
-    db: impl PgExecutor<'_>,
-    session_id: Uuid,
-) -> Result<Vec<FileRow>, sqlx::Error> {
+pub async fn list_files(db: impl PgExecutor<'_>, session_id: Uuid) -> Result<Vec<FileRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {FILE_COLUMNS} FROM file_uploads WHERE session_id = $1 ORDER BY created_at, id"
     )))
@@ -175,10 +169,7 @@ pub async fn delete_file(
 }
 
 /// Which of `keys` have a `file_uploads` row (for the orphan sweep).
-pub async fn existing_keys(
-    db: impl PgExecutor<'_>,
-    keys: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn existing_keys(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT storage_key FROM file_uploads WHERE storage_key = ANY($1)")
         .bind(keys)
         .fetch_all(db)

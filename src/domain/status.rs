@@ -208,10 +208,7 @@ state_machine! {
 impl UploadSessionStatus {
     /// Photos may still be added or removed.
     pub fn accepts_changes(self) -> bool {
-        matches!(
-            self,
-            Self::Open | Self::CheckoutStarted | Self::PaymentFailed
-        )
+        matches!(self, Self::Open | Self::CheckoutStarted | Self::PaymentFailed)
     }
 
     pub fn can_checkout(self) -> bool {
@@ -308,10 +305,7 @@ mod tests {
         for &s in all {
             let text = s.to_string();
             assert_eq!(text.parse::<S>().unwrap(), s);
-            assert_eq!(
-                serde_json::to_value(s).unwrap(),
-                serde_json::Value::String(text)
-            );
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(text));
         }
     }
 
@@ -413,12 +407,7 @@ mod tests {
         use CheckoutStatus::*;
         check_all_pairs(
             CheckoutStatus::ALL,
-            &[
-                (Open, Paid),
-                (Open, Failed),
-                (Open, Expired),
-                (Failed, Paid),
-            ],
+            &[(Open, Paid), (Open, Failed), (Open, Expired), (Failed, Paid)],
         );
         round_trip(CheckoutStatus::ALL);
         assert_eq!(Open.api_status(), "pending");

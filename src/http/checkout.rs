@@ -55,12 +55,7 @@ async fn create(
     body: Result<Json<CreateCheckout>, JsonRejection>,
 ) -> ApiResult<Json<CheckoutCreated>> {
     let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
-    let email = match body
-        .email
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
+    let email = match body.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
         Some(e) if is_plausible_email(e) => Some(e.to_owned()),
         Some(_) => {
             return Err(ApiError::unprocessable(
@@ -125,13 +120,7 @@ async fn create(
     refuse_unpayable(&state, &locked, now).await?;
     let earlier = db::checkouts::open_for_session(&mut *tx, session_id).await?;
     for old in earlier.iter().filter(|c| c.id != created.id) {
-        db::checkouts::set_status(
-            &mut tx,
-            &old.id,
-            CheckoutStatus::Open,
-            CheckoutStatus::Expired,
-        )
-        .await?;
+        db::checkouts::set_status(&mut tx, &old.id, CheckoutStatus::Open, CheckoutStatus::Expired).await?;
     }
     db::checkouts::insert(
         &mut tx,
@@ -152,24 +141,13 @@ async fn create(
         },
     )
     .await?;
-    db::uploads::extend_expiry(
-        &mut tx,
-        session_id,
-        created.expires_at + KEEP_AFTER_CHECKOUT,
-    )
-    .await?;
+    db::uploads::extend_expiry(&mut tx, session_id, created.expires_at + KEEP_AFTER_CHECKOUT).await?;
     if let Some(email) = &email {
         db::uploads::set_email(&mut tx, session_id, email).await?;
     }
     let status = locked.status();
     if status != UploadSessionStatus::CheckoutStarted {
-        db::uploads::set_status(
-            &mut tx,
-            session_id,
-            status,
-            UploadSessionStatus::CheckoutStarted,
-        )
-        .await?;
+        db::uploads::set_status(&mut tx, session_id, status, UploadSessionStatus::CheckoutStarted).await?;
     }
     tx.commit().await?;
     expire_at_provider(
@@ -196,9 +174,8 @@ async fn refuse_unpayable(
     if session.status() == UploadSessionStatus::Paid {
         let order = db::orders::by_upload_session(&state.db, session.id).await?;
         return Err(
-            ApiError::conflict("already_paid", "this upload session is already paid").with_details(
-                json!({"order_id": order.map(|o| domain::format_id(IdKind::Order, o.id))}),
-            ),
+            ApiError::conflict("already_paid", "this upload session is already paid")
+                .with_details(json!({"order_id": order.map(|o| domain::format_id(IdKind::Order, o.id))})),
         );
     }
     if session.is_expired(now) {

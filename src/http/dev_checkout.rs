@@ -165,11 +165,7 @@ async fn send(state: AppState, id: String, paid: bool, email: Option<String>) ->
 }
 
 fn message(status: StatusCode, title: &str, text: &str) -> Response {
-    (
-        status,
-        Html(layout(title, &format!("<p>{}</p>", escape(text)))),
-    )
-        .into_response()
+    (status, Html(layout(title, &format!("<p>{}</p>", escape(text))))).into_response()
 }
 
 fn layout(title: &str, body: &str) -> String {

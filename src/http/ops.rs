@@ -49,9 +49,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus()
-            .map(PrometheusHandle::render)
-            .unwrap_or_default(),
+        prometheus().map(PrometheusHandle::render).unwrap_or_default(),
     )
 }
 

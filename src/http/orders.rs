@@ -27,10 +27,7 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/orders/{order_id}", get(show))
-        .route(
-            "/api/orders/{order_id}/images/{image_id}/{which}",
-            get(photo),
-        )
+        .route("/api/orders/{order_id}/images/{image_id}/{which}", get(photo))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,15 +48,10 @@ pub async fn authorize(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let presented = bearer.or(query.token.as_deref()).ok_or_else(not_found)?;
-    let order = db::orders::get(&state.db, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let order = db::orders::get(&state.db, id).await?.ok_or_else(not_found)?;
     if !token::matches(presented, &order.access_token_hash) {
         return Err(not_found());
     }
@@ -136,8 +128,7 @@ async fn show(
                 width: i.width,
                 height: i.height,
                 original_url: format!("{base}/original"),
-                restored_url: (status == ImageStatus::Completed)
-                    .then(|| format!("{base}/restored")),
+                restored_url: (status == ImageStatus::Completed).then(|| format!("{base}/restored")),
             }
         })
         .collect();

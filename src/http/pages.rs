@@ -27,10 +27,7 @@ async fn page(html: &'static str) -> impl IntoResponse {
                 HeaderValue::from_static("nosniff"),
             ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         ],
         Html(html),
     )

@@ -45,10 +45,7 @@ pub fn router(settings: &Settings) -> Router<AppState> {
             post(upload).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/api/upload/{session_id}", get(show))
-        .route(
-            "/api/upload/{session_id}/files/{file_id}",
-            delete(remove_file),
-        )
+        .route("/api/upload/{session_id}/files/{file_id}", delete(remove_file))
 }
 
 #[derive(Debug, Serialize)]
@@ -128,11 +125,8 @@ async fn upload(
             .skip(max_files.saturating_sub(already))
             .map(|name| json!({"filename": name, "code": rejection.code(), "message": rejection.to_string()}))
             .collect();
-        return Err(
-            ApiError::unprocessable(rejection.code(), rejection.to_string()).with_details(
-                json!({"files": files, "max_files": max_files, "already_in_session": already}),
-            ),
-        );
+        return Err(ApiError::unprocessable(rejection.code(), rejection.to_string())
+            .with_details(json!({"files": files, "max_files": max_files, "already_in_session": already})));
     }
 
     let accepted = validate_all(&state, form.files).await?;
@@ -212,13 +206,9 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 }
 
 /// An upload session that still takes changes, or the error that says why not.
-async fn open_session(
-    state: &AppState,
-    raw: &str,
-    now: OffsetDateTime,
-) -> ApiResult<UploadSessionRow> {
-    let id = domain::parse_id(IdKind::UploadSession, raw)
-        .ok_or_else(|| ApiError::not_found("upload session"))?;
+async fn open_session(state: &AppState, raw: &str, now: OffsetDateTime) -> ApiResult<UploadSessionRow> {
+    let id =
+        domain::parse_id(IdKind::UploadSession, raw).ok_or_else(|| ApiError::not_found("upload session"))?;
     let session = db::uploads::get_session(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("upload session"))?;
@@ -260,16 +250,13 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
         let limits = state.limits.clone();
         let slots = state.decode_slots.clone();
         async move {
-            let name =
-                filename::clean(&file.filename).map_err(|e| Rejection::BadName(e.to_string()));
+            let name = filename::clean(&file.filename).map_err(|e| Rejection::BadName(e.to_string()));
             let result = match (name, file.data) {
                 (Err(rejection), _) | (_, Err(rejection)) => Err(rejection),
                 (Ok(name), Ok(data)) => {
                     let _slot = slots.acquire_owned().await;
                     let bytes = data.clone();
-                    match tokio::task::spawn_blocking(move || validation::validate(&bytes, &limits))
-                        .await
-                    {
+                    match tokio::task::spawn_blocking(move || validation::validate(&bytes, &limits)).await {
                         Ok(Ok(photo)) => Ok(Accepted { name, photo, data }),
                         Ok(Err(rejection)) => Err(rejection),
                         Err(e) => Err(Rejection::Corrupt(format!("the decoder failed: {e}"))),
@@ -298,10 +285,7 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
         422
     };
     let (code, message) = if refused.len() == 1 {
-        (
-            refused[0].2.code(),
-            format!("{}: {}", refused[0].1, refused[0].2),
-        )
+        (refused[0].2.code(), format!("{}: {}", refused[0].1, refused[0].2))
     } else {
         (
             "invalid_files",
@@ -320,11 +304,7 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
 }
 
 /// Writes the files to temp storage; on failure removes what it wrote.
-async fn store_files(
-    state: &AppState,
-    session_id: Uuid,
-    accepted: &[Accepted],
-) -> ApiResult<Vec<FileRow>> {
+async fn store_files(state: &AppState, session_id: Uuid, accepted: &[Accepted]) -> ApiResult<Vec<FileRow>> {
     let mut rows = Vec::with_capacity(accepted.len());
     for a in accepted {
         let file_id = domain::new_id();
@@ -368,12 +348,7 @@ async fn commit_files(
 ) -> ApiResult<Vec<String>> {
     let mut tx = state.db.begin().await?;
     if is_new {
-        db::uploads::create_session(
-            &mut tx,
-            session_id,
-            now + state.settings.uploads.session_ttl,
-        )
-        .await?;
+        db::uploads::create_session(&mut tx, session_id, now + state.settings.uploads.session_ttl).await?;
     }
     let session = db::uploads::lock_session(&mut tx, session_id)
         .await?
@@ -409,13 +384,7 @@ async fn reopen(tx: &mut sqlx::PgConnection, session: &UploadSessionRow) -> ApiR
     }
     let open = db::checkouts::open_for_session(&mut *tx, session.id).await?;
     for checkout in &open {
-        db::checkouts::set_status(
-            tx,
-            &checkout.id,
-            CheckoutStatus::Open,
-            CheckoutStatus::Expired,
-        )
-        .await?;
+        db::checkouts::set_status(tx, &checkout.id, CheckoutStatus::Open, CheckoutStatus::Expired).await?;
     }
     db::uploads::set_status(tx, session.id, status, UploadSessionStatus::Open).await?;
     Ok(open.into_iter().map(|c| c.id).collect())
@@ -437,10 +406,7 @@ pub fn expire_at_provider(state: &AppState, checkout_ids: Vec<String>) {
     });
 }
 
-async fn show(
-    State(state): State<AppState>,
-    Path(session_id): Path<String>,
-) -> ApiResult<Json<SessionView>> {
+async fn show(State(state): State<AppState>, Path(session_id): Path<String>) -> ApiResult<Json<SessionView>> {
     let id = domain::parse_id(IdKind::UploadSession, &session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
     Ok(Json(session_view(&state, id).await?))
@@ -452,8 +418,7 @@ async fn remove_file(
 ) -> ApiResult<Json<SessionView>> {
     let session_id = domain::parse_id(IdKind::UploadSession, &session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
-    let file_id =
-        domain::parse_id(IdKind::File, &file_id).ok_or_else(|| ApiError::not_found("file"))?;
+    let file_id = domain::parse_id(IdKind::File, &file_id).ok_or_else(|| ApiError::not_found("file"))?;
     let mut tx = state.db.begin().await?;
     let session = db::uploads::lock_session(&mut tx, session_id)
         .await?

@@ -28,9 +28,7 @@ async fn stripe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
+    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let settings = &state.settings;
     signature::verify(
         header,
@@ -43,19 +41,16 @@ async fn stripe(
         tracing::warn!(error = %e, "stripe webhook refused");
         ApiError::bad_request("invalid_signature", e.to_string())
     })?;
-    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("invalid_payload", format!("the body is not JSON: {e}"))
-    })?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_payload", format!("the body is not JSON: {e}")))?;
     let event: StripeEvent = serde_json::from_value(payload.clone()).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_payload",
-            format!("the body is not a Stripe event: {e}"),
-        )
+        ApiError::bad_request("invalid_payload", format!("the body is not a Stripe event: {e}"))
     })?;
 
     let claim = state.dedup.claim("stripe", &event.id).await;
     if claim == Claim::Done {
-        metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => "duplicate").increment(1);
+        metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => "duplicate")
+            .increment(1);
         return Ok(Json(json!({"received": true, "duplicate": true})));
     }
     let applied = match fulfilment::apply(&state.db, settings, &event, &payload).await {
@@ -75,16 +70,17 @@ async fn stripe(
     };
     state.dedup.done("stripe", &event.id).await;
     fail::fail_point!("webhook::after_commit");
-    if let Applied::OrderCreated(order_id) = applied {
-        state.actors.dispatch(order_id);
+    match applied {
+        Applied::OrderCreated(order_id) => state.actors.dispatch(order_id),
+        Applied::Refunded(order_id) => state.actors.refunded(order_id),
+        _ => {}
     }
     let outcome = match applied {
         Applied::Duplicate => "duplicate",
         Applied::Ignored(_) => "ignored",
         _ => "applied",
     };
-    metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => outcome)
-        .increment(1);
+    metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => outcome).increment(1);
     Ok(Json(
         json!({"received": true, "duplicate": applied == Applied::Duplicate}),
     ))

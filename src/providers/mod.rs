@@ -3,3 +3,4 @@
 //! line above the wire call; tests point the real clients at local fakes.
 
 pub mod payments;
+pub mod restoration;

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem,
-    path::Path,
+    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
 };
 
 use crate::config::{Settings, StorageLocation};
@@ -58,9 +57,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("at", &self.description)
-            .finish()
+        f.debug_struct("Storage").field("at", &self.description).finish()
     }
 }
 
@@ -88,16 +85,11 @@ impl Storage {
                         .with_access_key_id(&s.access_key_id)
                         .with_secret_access_key(s.secret_access_key.expose());
                 }
-                let store = builder
-                    .build()
-                    .map_err(|e| StorageError::Open(e.to_string()))?;
+                let store = builder.build().map_err(|e| StorageError::Open(e.to_string()))?;
                 let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(store)
                 } else {
-                    Arc::new(object_store::prefix::PrefixStore::new(
-                        store,
-                        prefix.as_str(),
-                    ))
+                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix.as_str()))
                 };
                 Ok(Self {
                     store,
@@ -109,8 +101,7 @@ impl Storage {
 
     /// A store rooted at a local directory (created when missing).
     pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StorageError::Open(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Open(format!("{}: {e}", dir.display())))?;
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Open(e.to_string()))?
             .with_automatic_cleanup(true);
@@ -146,10 +137,7 @@ impl Storage {
             .get(&Path::from(key))
             .await
             .map_err(|e| StorageError::backend(key, e))?;
-        result
-            .bytes()
-            .await
-            .map_err(|e| StorageError::backend(key, e))
+        result.bytes().await.map_err(|e| StorageError::backend(key, e))
     }
 
     /// The object's size, or `None` when it does not exist.

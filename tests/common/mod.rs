@@ -154,11 +154,7 @@ impl TestApp {
     }
 
     /// `POST /api/upload` with `(file name, bytes)` parts named `files`.
-    pub async fn upload(
-        &self,
-        files: Vec<(&str, Vec<u8>)>,
-        session_id: Option<&str>,
-    ) -> reqwest::Response {
+    pub async fn upload(&self, files: Vec<(&str, Vec<u8>)>, session_id: Option<&str>) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {
             form = form.part(
@@ -249,12 +245,7 @@ impl TestApp {
                 if path.is_dir() {
                     stack.push(path);
                 } else {
-                    out.push(
-                        path.strip_prefix(root)
-                            .unwrap_or(&path)
-                            .display()
-                            .to_string(),
-                    );
+                    out.push(path.strip_prefix(root).unwrap_or(&path).display().to_string());
                 }
             }
         }
@@ -266,10 +257,7 @@ impl TestApp {
     /// `checkout.session.completed`; returns (order_id, order_token).
     pub async fn paid_order(&self, photos: usize) -> (String, String) {
         let upload = self.upload_photos(photos).await;
-        let session_id = upload["session_id"]
-            .as_str()
-            .expect("session id")
-            .to_owned();
+        let session_id = upload["session_id"].as_str().expect("session id").to_owned();
         let checkout: Value = self
             .checkout(&session_id, Some("buyer@example.com"))
             .await
@@ -286,10 +274,7 @@ impl TestApp {
         assert_eq!(status, 200);
         (
             body["order_id"].as_str().expect("order id").to_owned(),
-            body["order_token"]
-                .as_str()
-                .expect("order token")
-                .to_owned(),
+            body["order_token"].as_str().expect("order token").to_owned(),
         )
     }
 }

@@ -41,10 +41,7 @@ impl PaymentProvider for DevPayments {
         })
     }
 
-    fn expire_checkout<'a>(
-        &'a self,
-        _checkout_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), PaymentError>> {
+    fn expire_checkout<'a>(&'a self, _checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>> {
         // The shop's own table is the only record of a dev checkout.
         Box::pin(async { Ok(()) })
     }

@@ -112,9 +112,7 @@ fn expandable_id(value: &Value) -> Option<String> {
     }
 }
 
-fn lenient_metadata<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<HashMap<String, String>, D::Error> {
+fn lenient_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HashMap<String, String>, D::Error> {
     let raw = Option::<HashMap<String, Value>>::deserialize(d)?.unwrap_or_default();
     Ok(raw
         .into_iter()

@@ -62,8 +62,5 @@ pub trait PaymentProvider: Send + Sync {
 
     /// Closes an open checkout so it can no longer be paid (best effort: the
     /// customer started a new one or changed the photos).
-    fn expire_checkout<'a>(
-        &'a self,
-        checkout_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), PaymentError>>;
+    fn expire_checkout<'a>(&'a self, checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>>;
 }

@@ -121,10 +121,7 @@ mod tests {
             verify(Some(&header), b"{\"a\":1}", SECRET, TOL, now + 301),
             Err(SignatureError::Stale { .. })
         ));
-        assert_eq!(
-            verify(None, b"", SECRET, TOL, now),
-            Err(SignatureError::Missing)
-        );
+        assert_eq!(verify(None, b"", SECRET, TOL, now), Err(SignatureError::Missing));
         assert_eq!(
             verify(Some("nonsense"), b"", SECRET, TOL, now),
             Err(SignatureError::Malformed)

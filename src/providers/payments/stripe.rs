@@ -62,10 +62,7 @@ impl StripePayments {
         item.quantity = Some(u64::from(request.quantity));
 
         let metadata = HashMap::from([
-            (
-                "upload_session_id".to_owned(),
-                request.upload_session_ref.clone(),
-            ),
+            ("upload_session_id".to_owned(), request.upload_session_ref.clone()),
             ("photo_count".to_owned(), request.quantity.to_string()),
         ]);
         let mut intent = CreateCheckoutSessionPaymentIntentData::new();
@@ -114,11 +111,9 @@ impl PaymentProvider for StripePayments {
         request: &'a CheckoutRequest,
     ) -> BoxFuture<'a, Result<CreatedCheckout, PaymentError>> {
         Box::pin(async move {
-            let key = IdempotencyKey::new(&request.idempotency_key).map_err(|e| {
-                PaymentError::Rejected {
-                    status: 400,
-                    message: e.to_string(),
-                }
+            let key = IdempotencyKey::new(&request.idempotency_key).map_err(|e| PaymentError::Rejected {
+                status: 400,
+                message: e.to_string(),
             })?;
             let created: SessionCreated = Self::session_params(request)
                 .build()
@@ -143,10 +138,7 @@ impl PaymentProvider for StripePayments {
         })
     }
 
-    fn expire_checkout<'a>(
-        &'a self,
-        checkout_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), PaymentError>> {
+    fn expire_checkout<'a>(&'a self, checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>> {
         Box::pin(async move {
             ExpireCheckoutSession::new(checkout_id)
                 .build()

@@ -1,0 +1,372 @@
+//! The `replicate` provider: Replicate's predictions API (CONTRACTS.md).
+//!
+//! One attempt is one prediction: created (from the model's endpoint, or a
+//! pinned version), its id recorded before anything waits on it, polled with
+//! backoff until it ends, cancelled when the shop gives up on it, and its
+//! output downloaded at once (Replicate deletes outputs after about an hour)
+//! with a size limit. A resumed attempt polls its recorded prediction and
+//! never creates a second one.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures::{StreamExt, future::BoxFuture};
+use reqwest::{Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
+use crate::{config::ReplicateSettings, storage::Storage};
+
+pub struct ReplicateRestorer {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    model: String,
+    version: Option<String>,
+    image_input: String,
+    extra_input: Map<String, Value>,
+    webhook: Option<String>,
+    poll_interval: Duration,
+    prediction_timeout: Duration,
+    max_output_bytes: u64,
+    data_uri_limit: u64,
+    storage: Storage,
+}
+
+/// The parts of a prediction the shop reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Prediction {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+impl Prediction {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed" | "canceled")
+    }
+
+    /// The output file's URL (a list's first entry for models that return several).
+    pub fn output_url(&self) -> Option<&str> {
+        match self.output.as_ref()? {
+            Value::String(url) => Some(url),
+            Value::Array(items) => items.iter().find_map(Value::as_str),
+            Value::Object(map) => map.values().find_map(Value::as_str),
+            _ => None,
+        }
+    }
+}
+
+impl ReplicateRestorer {
+    pub fn new(settings: &ReplicateSettings, storage: Storage) -> Result<Self, RestoreError> {
+        let extra_input = match serde_json::from_str::<Value>(settings.extra_input.trim()) {
+            Ok(Value::Object(map)) => map,
+            _ if settings.extra_input.trim().is_empty() => Map::new(),
+            _ => {
+                return Err(RestoreError::permanent(
+                    "replicate.extra_input must be a JSON object",
+                ));
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| RestoreError::permanent(e.to_string()))?;
+        let (model, version) = match settings.model.split_once(':') {
+            Some((model, version)) => (model.to_owned(), Some(version.to_owned())),
+            None => (settings.model.clone(), None),
+        };
+        Ok(Self {
+            http,
+            base: settings.api_base.trim_end_matches('/').to_owned(),
+            token: settings.api_token.expose().to_owned(),
+            model,
+            version,
+            image_input: settings.image_input.clone(),
+            extra_input,
+            webhook: settings.webhook_url.clone().filter(|_| settings.webhooks),
+            poll_interval: settings.poll_interval,
+            prediction_timeout: settings.prediction_timeout,
+            max_output_bytes: settings.max_output_bytes,
+            data_uri_limit: settings.data_uri_limit,
+            storage,
+        })
+    }
+
+    fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.bearer_auth(&self.token)
+    }
+
+    /// The image as the model's input: inline when small, else uploaded first.
+    async fn image_input(&self, request: &RestoreRequest) -> Result<String, RestoreError> {
+        let bytes = self.storage.get(&request.input_key).await?;
+        if bytes.len() as u64 <= self.data_uri_limit {
+            let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            return Ok(format!("data:{};base64,{data}", request.content_type));
+        }
+        let file_name = request.input_key.rsplit('/').next().unwrap_or("photo").to_owned();
+        let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+            .file_name(file_name)
+            .mime_str(&request.content_type)
+            .map_err(|e| RestoreError::permanent(e.to_string()))?;
+        let form = reqwest::multipart::Form::new().part("content", part);
+        let response = self
+            .auth(self.http.post(format!("{}/v1/files", self.base)))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let file: Value = checked(response).await?.json().await.map_err(transport)?;
+        file["urls"]["get"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| RestoreError::transient("Replicate's file upload answered without urls.get"))
+    }
+
+    async fn create(&self, request: &RestoreRequest) -> Result<Prediction, RestoreError> {
+        let mut input = self.extra_input.clone();
+        input.insert(
+            self.image_input.clone(),
+            Value::String(self.image_input(request).await?),
+        );
+        let mut body = json!({ "input": input });
+        if let Some(webhook) = &self.webhook {
+            body["webhook"] = json!(webhook);
+            body["webhook_events_filter"] = json!(["completed"]);
+        }
+        let url = match &self.version {
+            Some(version) => {
+                body["version"] = json!(version);
+                format!("{}/v1/predictions", self.base)
+            }
+            None => format!("{}/v1/models/{}/predictions", self.base, self.model),
+        };
+        let response = self
+            .auth(self.http.post(url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        checked(response).await?.json().await.map_err(transport)
+    }
+
+    async fn get(&self, id: &str) -> Result<Prediction, RestoreError> {
+        let response = self
+            .auth(self.http.get(format!("{}/v1/predictions/{id}", self.base)))
+            .send()
+            .await
+            .map_err(transport)?;
+        checked(response).await?.json().await.map_err(transport)
+    }
+
+    /// Asks Replicate to stop a prediction the shop no longer waits for.
+    async fn cancel(&self, id: &str) {
+        let sent = self
+            .auth(
+                self.http
+                    .post(format!("{}/v1/predictions/{id}/cancel", self.base)),
+            )
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(prediction = id, error = %e, "cannot cancel a prediction");
+        }
+    }
+
+    /// Polls until the prediction ends, backing off to ten times the interval.
+    async fn wait(&self, mut prediction: Prediction) -> Result<Prediction, RestoreError> {
+        let deadline = tokio::time::Instant::now() + self.prediction_timeout;
+        let mut delay = self.poll_interval;
+        while !prediction.is_finished() {
+            if tokio::time::Instant::now() + delay > deadline {
+                self.cancel(&prediction.id).await;
+                return Err(RestoreError::transient(format!(
+                    "prediction {} did not finish within {:?}",
+                    prediction.id, self.prediction_timeout
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.poll_interval * 10);
+            prediction = match self.get(&prediction.id).await {
+                Ok(p) => p,
+                // A blip while polling does not lose the prediction: keep waiting.
+                Err(e) if e.kind == ErrorKind::Transient => {
+                    tracing::warn!(prediction = %prediction.id, error = %e, "polling failed; retrying");
+                    if let Some(wait) = e.retry_after {
+                        tokio::time::sleep(wait).await;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(prediction)
+    }
+
+    /// Downloads the output (at most `max_output_bytes`) into storage.
+    async fn download(&self, url: &str, request: &RestoreRequest) -> Result<Restored, RestoreError> {
+        let response = self.http.get(url).send().await.map_err(transport)?;
+        let response = checked(response).await?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_output_bytes)
+        {
+            return Err(RestoreError::permanent(
+                "the restored photo is larger than the shop accepts",
+            ));
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport)?;
+            if (body.len() + chunk.len()) as u64 > self.max_output_bytes {
+                return Err(RestoreError::permanent(
+                    "the restored photo is larger than the shop accepts",
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let output_key = with_extension_of(&request.output_key, &body);
+        let bytes = body.len() as u64;
+        self.storage.put(&output_key, body.into()).await?;
+        Ok(Restored { output_key, bytes })
+    }
+}
+
+/// The output key with the extension of what the model actually returned.
+fn with_extension_of(key: &str, body: &[u8]) -> String {
+    let ext = match image::guess_format(body) {
+        Ok(image::ImageFormat::Png) => "png",
+        Ok(image::ImageFormat::Jpeg) => "jpg",
+        Ok(image::ImageFormat::WebP) => "webp",
+        Ok(image::ImageFormat::Tiff) => "tiff",
+        _ => return key.to_owned(),
+    };
+    match key.rsplit_once('.') {
+        Some((stem, _)) => format!("{stem}.{ext}"),
+        None => format!("{key}.{ext}"),
+    }
+}
+
+fn transport(e: reqwest::Error) -> RestoreError {
+    RestoreError::transient(format!("Replicate unreachable: {e}"))
+}
+
+/// Passes a success through; classifies an error answer.
+async fn checked(response: Response) -> Result<Response, RestoreError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let detail = body["detail"]
+        .as_str()
+        .or(body["title"].as_str())
+        .unwrap_or("no detail");
+    let message = format!("Replicate answered {status}: {detail}");
+    let transient = status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::CONFLICT
+        || status.is_server_error();
+    Err(RestoreError {
+        kind: if transient {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        },
+        message,
+        retry_after,
+    })
+}
+
+impl Restorer for ReplicateRestorer {
+    fn name(&self) -> &'static str {
+        "replicate"
+    }
+
+    fn restore<'a>(
+        &'a self,
+        request: &'a RestoreRequest,
+        record: RecordSubmission,
+    ) -> BoxFuture<'a, Result<Restored, RestoreError>> {
+        Box::pin(async move {
+            let prediction = match &request.external_id {
+                Some(id) => self.get(id).await?,
+                None => {
+                    let created = self.create(request).await?;
+                    if let Err(e) = record(request.job_id, created.id.clone()).await {
+                        // Without the record a restart could submit again: stop this one.
+                        self.cancel(&created.id).await;
+                        return Err(RestoreError::transient(format!(
+                            "cannot record the prediction: {e}"
+                        )));
+                    }
+                    created
+                }
+            };
+            let finished = self.wait(prediction).await?;
+            match finished.status.as_str() {
+                "succeeded" => {
+                    let url = finished.output_url().ok_or_else(|| {
+                        RestoreError::transient("the prediction succeeded without an output")
+                    })?;
+                    self.download(url, request).await
+                }
+                "canceled" => Err(RestoreError::transient(format!(
+                    "prediction {} was canceled",
+                    finished.id
+                ))),
+                _ => Err(RestoreError::transient(format!(
+                    "the model failed: {}",
+                    finished
+                        .error
+                        .as_ref()
+                        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+                        .unwrap_or_else(|| "no reason given".into())
+                ))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_may_be_a_url_or_a_list() {
+        let p = |output: Value| Prediction {
+            id: "p".into(),
+            status: "succeeded".into(),
+            output: Some(output),
+            error: None,
+        };
+        assert_eq!(p(json!("https://x/a.png")).output_url(), Some("https://x/a.png"));
+        assert_eq!(
+            p(json!(["https://x/b.png", "https://x/c.png"])).output_url(),
+            Some("https://x/b.png")
+        );
+        assert_eq!(p(json!(null)).output_url(), None);
+    }
+
+    #[test]
+    fn output_keys_follow_the_returned_format() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(
+            with_extension_of("uploads/restored/o/001_a_restored.jpg", png),
+            "uploads/restored/o/001_a_restored.png"
+        );
+        assert_eq!(with_extension_of("k.jpg", b"??"), "k.jpg");
+    }
+}
