@@ -15,7 +15,7 @@ use crate::{
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
     providers::{
         payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
-        restoration::{self, RestoreError},
+        restoration::{self, RestoreError, Restorer},
     },
     storage::Storage,
     validation::PhotoLimits,
@@ -72,7 +72,21 @@ pub struct Workers {
 
 impl Workers {
     pub async fn start(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Result<Self, StartupError> {
-        let restorer = restoration::from_settings(&settings, storage.clone())?;
+        Self::start_with(settings, db, storage, None).await
+    }
+
+    /// As [`Workers::start`], with a restoration provider chosen by the
+    /// caller instead of the configuration (tests inject faulty ones).
+    pub async fn start_with(
+        settings: Arc<Settings>,
+        db: PgPool,
+        storage: Storage,
+        restorer: Option<Arc<dyn Restorer>>,
+    ) -> Result<Self, StartupError> {
+        let restorer = match restorer {
+            Some(r) => r,
+            None => restoration::from_settings(&settings, storage.clone())?,
+        };
         tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
         let ctx = ActorContext {
             settings,
@@ -98,6 +112,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, None).await
+    }
+
+    /// As [`Application::build`], with the restoration provider given.
+    pub async fn build_with(
+        settings: Settings,
+        restorer: Option<Arc<dyn Restorer>>,
+    ) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
         let db = database(&settings).await?;
         let storage = Storage::open(&settings)?;
@@ -112,7 +134,7 @@ impl Application {
         } else {
             local
         };
-        let workers = Workers::start(settings.clone(), db.clone(), storage.clone()).await?;
+        let workers = Workers::start_with(settings.clone(), db.clone(), storage.clone(), restorer).await?;
         let state = AppState {
             payments: payments(&settings)?,
             dedup: WebhookDedup::new(&settings.redis),

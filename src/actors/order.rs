@@ -96,6 +96,14 @@ impl Actor for OrderActor {
             OrderMsg::Refunded => {
                 tracing::info!("order refunded; its work stops");
                 myself.stop_children(Some("refunded".into()));
+                let mut tx = state.ctx().db.begin().await?;
+                db::orders::fail_unfinished(
+                    &mut tx,
+                    state.args.order_id,
+                    "cancelled: the order was refunded",
+                )
+                .await?;
+                tx.commit().await?;
                 myself.stop(Some("refunded".into()));
                 Ok(())
             }

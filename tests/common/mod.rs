@@ -2,6 +2,7 @@
 //! a temporary storage directory, and fakes for the third parties.
 #![allow(dead_code)]
 
+pub mod fake_replicate;
 pub mod fake_stripe;
 pub mod photos;
 
@@ -84,8 +85,19 @@ pub type Tweak = Box<dyn FnOnce(&mut Settings) + Send>;
 pub struct Options {
     /// Use Stripe (against the fake) instead of the dev checkout.
     pub stripe: bool,
+    /// Restore through Replicate's API, served by this fake.
+    pub replicate: Option<fake_replicate::FakeReplicate>,
+    /// Restore with this provider instead of the configured one.
+    pub restorer: Option<Arc<dyn restoreclick::providers::restoration::Restorer>>,
     /// Change any setting before the shop starts.
     pub tweak: Option<Tweak>,
+}
+
+/// Settings that make retries and polls fast enough for tests.
+pub fn fast_retries(s: &mut Settings) {
+    s.restoration.backoff_base = Duration::from_millis(50);
+    s.restoration.max_backoff = Duration::from_millis(200);
+    s.replicate.poll_interval = Duration::from_millis(20);
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -107,11 +119,17 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         settings.payments.provider = Some(PaymentsProvider::Dev);
         None
     };
+    fast_retries(&mut settings);
+    if let Some(fake) = &options.replicate {
+        settings.restoration.provider = Some(restoreclick::config::RestorationProvider::Replicate);
+        settings.replicate.api_token = Secret::new(fake_replicate::TOKEN);
+        settings.replicate.api_base = fake.base.clone();
+    }
     if let Some(tweak) = options.tweak {
         tweak(&mut settings);
     }
     settings.validate().expect("test settings are valid");
-    let app = Application::build(settings.clone())
+    let app = Application::build_with(settings.clone(), options.restorer)
         .await
         .expect("the shop builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -276,6 +294,27 @@ impl TestApp {
             body["order_id"].as_str().expect("order id").to_owned(),
             body["order_token"].as_str().expect("order token").to_owned(),
         )
+    }
+}
+
+/// Waits until the order is in one of `statuses`; returns its JSON.
+pub async fn wait_for_order(
+    app: &TestApp,
+    order: &str,
+    token: &str,
+    statuses: &[&str],
+    timeout: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (_, body) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
+        if body["status"].as_str().is_some_and(|s| statuses.contains(&s)) {
+            return body;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("order {order} did not reach {statuses:?}: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
