@@ -4,86 +4,12 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use common::shop::{Shop, ShopConfig};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use sqlx::PgPool;
-
-struct Shop {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Shop {
-    async fn start(database_url: &str, storage: &std::path::Path, failpoints: Option<&str>) -> Self {
-        let (port, ops) = (free_port(), free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_restoreclick"));
-        command
-            .args(["serve", "--config"])
-            .arg(common::config_dir())
-            .env("APP_ENV", "test")
-            .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", common::redis_url())
-            .env(
-                "RESTORECLICK__REDIS__KEY_PREFIX",
-                format!("rc-test-{}:", uuid::Uuid::new_v4().simple()),
-            )
-            .env("STRIPE_WEBHOOK_SECRET", common::WEBHOOK_SECRET)
-            .env("RESTORECLICK__PAYMENTS__PROVIDER", "dev")
-            .env("RESTORECLICK__STORAGE__URL", storage)
-            .env("RESTORECLICK__HTTP__ADDR", format!("127.0.0.1:{port}"))
-            .env("RESTORECLICK__OPS__ADDR", format!("127.0.0.1:{ops}"))
-            .env("RESTORECLICK__ORDERS__LEASE_TTL", "2s")
-            .env("RUST_LOG", "warn")
-            .env_remove("STRIPE_SECRET_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        match failpoints {
-            Some(f) => command.env("FAILPOINTS", f),
-            None => command.env_remove("FAILPOINTS"),
-        };
-        let child = command.spawn().expect("start the shop");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        common::eventually(Duration::from_secs(30), "the shop to answer /healthz", || {
-            let client = client.clone();
-            let url = format!("{base}/healthz");
-            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
-        })
-        .await;
-        Self { child, base }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the shop");
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait for the shop")
-    }
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn count(db: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
@@ -109,7 +35,11 @@ fn files_under(root: &std::path::Path, area: &str) -> usize {
 async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_restart() {
     let database_url = common::fresh_database().await;
     let storage = tempfile::tempdir().unwrap();
-    let mut shop = Shop::start(&database_url, storage.path(), Some("webhook::after_commit=pause")).await;
+    let mut shop = Shop::start(ShopConfig {
+        failpoints: Some("webhook::after_commit=pause"),
+        ..ShopConfig::serve(&database_url, storage.path())
+    })
+    .await;
     let db = PgPool::connect(&database_url).await.unwrap();
     let client = reqwest::Client::new();
 
@@ -182,7 +112,7 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
     assert_eq!(files_under(storage.path(), "uploads/originals"), 0);
 
     // Started again, the shop finds the order in its rows and finishes the move.
-    let mut shop = Shop::start(&database_url, storage.path(), None).await;
+    let mut shop = Shop::start(ShopConfig::serve(&database_url, storage.path())).await;
     common::eventually(Duration::from_secs(30), "the order to be restored", || async {
         count(&db, "SELECT count(*) FROM orders WHERE status = 'completed'").await == 1
     })
@@ -236,7 +166,11 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
 async fn killed_between_storing_files_and_committing_rows_leaves_no_row_without_its_file() {
     let database_url = common::fresh_database().await;
     let storage = tempfile::tempdir().unwrap();
-    let shop = Shop::start(&database_url, storage.path(), Some("upload::after_store=pause")).await;
+    let shop = Shop::start(ShopConfig {
+        failpoints: Some("upload::after_store=pause"),
+        ..ShopConfig::serve(&database_url, storage.path())
+    })
+    .await;
     let db = PgPool::connect(&database_url).await.unwrap();
     let form = reqwest::multipart::Form::new().part(
         "files",

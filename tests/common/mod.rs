@@ -5,6 +5,7 @@
 pub mod fake_replicate;
 pub mod fake_stripe;
 pub mod photos;
+pub mod shop;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 

@@ -1,0 +1,133 @@
+//! The real `restoreclick` binary as a child process, for tests that kill it.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+pub struct Shop {
+    child: Child,
+    pub base: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start one instance.
+pub struct ShopConfig<'a> {
+    pub database_url: &'a str,
+    pub storage: &'a Path,
+    /// `serve` or `worker`.
+    pub command: &'a str,
+    pub failpoints: Option<&'a str>,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> ShopConfig<'a> {
+    pub fn serve(database_url: &'a str, storage: &'a Path) -> Self {
+        Self {
+            database_url,
+            storage,
+            command: "serve",
+            failpoints: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Restore through the fake Replicate at `base`, polling fast.
+    pub fn replicate(self, base: &str) -> Self {
+        self.env("RESTORECLICK__RESTORATION__PROVIDER", "replicate")
+            .env("REPLICATE_API_TOKEN", super::fake_replicate::TOKEN)
+            .env("RESTORECLICK__REPLICATE__API_BASE", base)
+            .env("RESTORECLICK__REPLICATE__POLL_INTERVAL", "50ms")
+            .env("RESTORECLICK__RESTORATION__BACKOFF_BASE", "100ms")
+            .env("RESTORECLICK__RESTORATION__MAX_BACKOFF", "500ms")
+    }
+}
+
+impl Shop {
+    pub async fn start(config: ShopConfig<'_>) -> Self {
+        let (port, ops) = (free_port(), free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_restoreclick"));
+        command
+            .args([config.command, "--config"])
+            .arg(super::config_dir())
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", config.database_url)
+            .env("REDIS_URL", super::redis_url())
+            .env(
+                "RESTORECLICK__REDIS__KEY_PREFIX",
+                format!("rc-test-{}:", uuid::Uuid::new_v4().simple()),
+            )
+            .env("STRIPE_WEBHOOK_SECRET", super::WEBHOOK_SECRET)
+            .env("RESTORECLICK__PAYMENTS__PROVIDER", "dev")
+            .env("RESTORECLICK__STORAGE__URL", config.storage)
+            .env("RESTORECLICK__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("RESTORECLICK__OPS__ADDR", format!("127.0.0.1:{ops}"))
+            .env("RESTORECLICK__INSTANCE__ID", format!("{}-{port}", config.command))
+            .env("RESTORECLICK__ORDERS__LEASE_TTL", "2s")
+            .env("RUST_LOG", "warn")
+            .env_remove("STRIPE_SECRET_KEY")
+            .env_remove("REPLICATE_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &config.env {
+            command.env(k, v);
+        }
+        match config.failpoints {
+            Some(f) => command.env("FAILPOINTS", f),
+            None => command.env_remove("FAILPOINTS"),
+        };
+        let child = command.spawn().expect("start the shop");
+        let base = format!("http://127.0.0.1:{port}");
+        if config.command == "serve" {
+            let client = reqwest::Client::new();
+            super::eventually(Duration::from_secs(30), "the shop to answer /healthz", || {
+                let client = client.clone();
+                let url = format!("{base}/healthz");
+                async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            })
+            .await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Self { child, base }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the shop");
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the shop")
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait();
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
