@@ -201,12 +201,22 @@ pub struct StripeSettings {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RestorationProvider {
     Replicate,
     Local,
     Instant,
+}
+
+impl RestorationProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replicate => "replicate",
+            Self::Local => "local",
+            Self::Instant => "instant",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

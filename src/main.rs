@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use restoreclick::{
-    config::Settings,
+    config::{RestorationProvider, Settings},
     startup::{self, Application, Workers},
     storage::Storage,
     telemetry,
@@ -31,6 +31,14 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets masked) and exit.
     CheckConfig,
+    /// Restore one photo file with a restoration provider and exit.
+    Restore {
+        input: PathBuf,
+        output: PathBuf,
+        /// `local` (the embedded engine) or `replicate`; default: the configured one.
+        #[arg(long)]
+        provider: Option<RestorationProvider>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +85,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(settings.app.env, "info,sqlx=warn");
             let app = Application::build(settings).await?;
             app.run_until(startup::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Restore {
+            input,
+            output,
+            provider,
+        } => {
+            telemetry::init(settings.app.env, "warn");
+            let mut settings = settings;
+            if let Some(provider) = provider {
+                settings.restoration.provider = Some(provider);
+                settings.validate()?;
+            }
+            let started = std::time::Instant::now();
+            let bytes =
+                restoreclick::providers::restoration::restore_file(&settings, &input, &output).await?;
+            println!(
+                "restored {} → {} ({bytes} bytes, {} provider, {:.2} s)",
+                input.display(),
+                output.display(),
+                settings.restoration_provider().as_str(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Worker => {

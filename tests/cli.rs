@@ -118,3 +118,30 @@ async fn migrate_applies_the_whole_data_model() {
         .unwrap();
     assert!(again.status.success());
 }
+
+#[test]
+fn restore_runs_the_local_engine_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("scan.jpg");
+    let output = dir.path().join("scan-restored.jpg");
+    std::fs::write(&input, common::photos::jpeg(160, 120)).unwrap();
+    let out = restoreclick()
+        .args(["restore", "--provider", "local"])
+        .arg(&input)
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = std::fs::read(&output).unwrap();
+    assert_ne!(restored, std::fs::read(&input).unwrap());
+    let image = image::load_from_memory(&restored).unwrap();
+    assert_eq!((image.width(), image.height()), (160, 120));
+
+    let missing = restoreclick()
+        .args(["restore", "/no/such/file.jpg"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}

@@ -3,13 +3,14 @@
 //! floating-point image; parameters adapt to what the photo measures (its
 //! colour cast, its tonal range, its noise).
 //!
-//! Pipeline: colour-cast removal (grey world) → defect removal (dust and
-//! scratches found against a median, filled from their surroundings) →
-//! edge-preserving denoising (bilateral, strength from the estimated noise)
-//! → tone restoration (percentile levels, never clipping more than it must)
-//! → gentle sharpening (unsharp mask, weaker on noisy photos).
+//! Pipeline: defect removal (dust and scratches found against a median,
+//! filled from their surroundings) → per-channel levels (undoing fading and
+//! colour cast together) → edge-preserving denoising (luma bilateral, chroma
+//! smoothing, strength from the noise measured after the stretch) → gentle
+//! sharpening (only on photos clean enough to take it).
 
 pub mod planes;
+pub mod quality;
 pub mod stages;
 
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
@@ -19,23 +20,22 @@ pub use planes::Planes;
 /// What the engine measured and did, for logs and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
-    pub cast_gains: [f32; 3],
     pub defect_pixels: usize,
     pub noise_sigma: f32,
-    pub levels: (f32, f32),
+    /// Black and white points per channel.
+    pub levels: [(f32, f32); 3],
 }
 
 /// Restores `image`, returning a photo of the same size and colour type.
 pub fn restore(image: &DynamicImage) -> (DynamicImage, Report) {
     let mut planes = Planes::from_image(image);
     let mut report = Report {
-        cast_gains: stages::remove_colour_cast(&mut planes),
+        defect_pixels: stages::remove_defects(&mut planes),
         ..Report::default()
     };
-    report.defect_pixels = stages::remove_defects(&mut planes);
+    report.levels = stages::stretch_channels(&mut planes);
     report.noise_sigma = stages::estimate_noise(&planes);
     stages::denoise(&mut planes, report.noise_sigma);
-    report.levels = stages::restore_tone(&mut planes);
     stages::sharpen(&mut planes, report.noise_sigma);
     (planes.to_image_like(image), report)
 }

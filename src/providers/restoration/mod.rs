@@ -106,6 +106,41 @@ pub trait Restorer: Send + Sync {
     ) -> BoxFuture<'a, Result<Restored, RestoreError>>;
 }
 
+/// Restores one photo file into another with the configured provider, by way
+/// of a scratch storage directory (the same path a shop's photo takes).
+/// Returns the restored photo's size.
+pub async fn restore_file(
+    settings: &crate::config::Settings,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<u64, RestoreError> {
+    let data = tokio::fs::read(input)
+        .await
+        .map_err(|e| RestoreError::permanent(format!("cannot read {}: {e}", input.display())))?;
+    let format = image::guess_format(&data)
+        .map_err(|_| RestoreError::permanent(format!("{} is not a photo", input.display())))?;
+    let scratch = tempfile::tempdir().map_err(|e| RestoreError::transient(e.to_string()))?;
+    let storage = Storage::local(scratch.path()).map_err(|e| RestoreError::transient(e.to_string()))?;
+    let ext = format.extensions_str().first().copied().unwrap_or("img");
+    let request = RestoreRequest {
+        job_id: Uuid::now_v7(),
+        attempt: 1,
+        input_key: format!("input.{ext}"),
+        content_type: format.to_mime_type().to_owned(),
+        output_key: format!("output.{ext}"),
+        external_id: None,
+    };
+    storage.put(&request.input_key, data.into()).await?;
+    let restorer = from_settings(settings, storage.clone())?;
+    let record: RecordSubmission = Arc::new(|_, _| Box::pin(async { Ok(()) }));
+    let restored = restorer.restore(&request, record).await?;
+    let bytes = storage.get(&restored.output_key).await?;
+    tokio::fs::write(output, &bytes)
+        .await
+        .map_err(|e| RestoreError::permanent(format!("cannot write {}: {e}", output.display())))?;
+    Ok(restored.bytes)
+}
+
 /// The provider the configuration names.
 pub fn from_settings(
     settings: &crate::config::Settings,
