@@ -15,7 +15,7 @@ use crate::{
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
     providers::{
         payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
-        restoration::{self, RestoreError, Restorer},
+        restoration::{self, RestoreError, Restorer, replicate::PredictionNotices},
     },
     storage::Storage,
     validation::PhotoLimits,
@@ -72,7 +72,7 @@ pub struct Workers {
 
 impl Workers {
     pub async fn start(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Result<Self, StartupError> {
-        Self::start_with(settings, db, storage, None).await
+        Self::start_with(settings, db, storage, None, PredictionNotices::default()).await
     }
 
     /// As [`Workers::start`], with a restoration provider chosen by the
@@ -82,10 +82,11 @@ impl Workers {
         db: PgPool,
         storage: Storage,
         restorer: Option<Arc<dyn Restorer>>,
+        notices: PredictionNotices,
     ) -> Result<Self, StartupError> {
         let restorer = match restorer {
             Some(r) => r,
-            None => restoration::from_settings(&settings, storage.clone())?,
+            None => restoration::from_settings(&settings, storage.clone(), notices)?,
         };
         tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
         let ctx = ActorContext {
@@ -134,7 +135,15 @@ impl Application {
         } else {
             local
         };
-        let workers = Workers::start_with(settings.clone(), db.clone(), storage.clone(), restorer).await?;
+        let notices = PredictionNotices::default();
+        let workers = Workers::start_with(
+            settings.clone(),
+            db.clone(),
+            storage.clone(),
+            restorer,
+            notices.clone(),
+        )
+        .await?;
         let state = AppState {
             payments: payments(&settings)?,
             dedup: WebhookDedup::new(&settings.redis),
@@ -147,6 +156,7 @@ impl Application {
                 .build()?,
             self_url: format!("http://{self_host}").into(),
             actors: workers.actors.clone(),
+            predictions: notices,
             settings,
             db,
             storage,

@@ -374,3 +374,89 @@ async fn a_refund_stops_the_work_on_an_order() {
         0
     );
 }
+
+const REPLICATE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn with_webhooks_a_pushed_completion_ends_the_wait_without_polling_it_out() {
+    let fake = FakeReplicate::start_with(1_000_000).await; // polling alone never sees an end
+    let app = spawn_app_with(Options {
+        replicate: Some(fake.clone()),
+        tweak: Some(Box::new(|s| {
+            s.replicate.webhooks = true;
+            s.replicate.webhook_secret = restoreclick::config::Secret::new(REPLICATE_SECRET);
+        })),
+        ..Default::default()
+    })
+    .await;
+    fake.send_webhooks(REPLICATE_SECRET, &app.address, Duration::from_millis(200));
+    let (order, token) = app.paid_order(2).await;
+    wait_for_order(&app, &order, &token, &["completed"], LONG).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_events WHERE source = 'replicate'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn replicate_webhooks_are_verified_and_applied_once() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| {
+            s.replicate.webhooks = true;
+            s.replicate.webhook_secret = restoreclick::config::Secret::new(REPLICATE_SECRET);
+        })),
+        ..Default::default()
+    })
+    .await;
+    let body = r#"{"id":"pred1","status":"succeeded","output":"https://x/y.png","new_field":1}"#;
+    let now = common::now();
+    let post = |id: &'static str, ts: i64, sig: String, body: &'static str| {
+        app.client
+            .post(app.url("/api/webhooks/replicate"))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+    };
+    let sign = |id: &str, ts: i64, body: &str| {
+        restoreclick::providers::restoration::signature::sign(REPLICATE_SECRET, id, ts, body.as_bytes())
+            .unwrap()
+    };
+    assert_eq!(
+        post("msg_a", now, sign("msg_a", now, body), body)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let again: Value = post("msg_a", now, sign("msg_a", now, body), body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(
+        post("msg_b", now, sign("msg_b", now, "{}"), body)
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "tampered"
+    );
+    assert_eq!(
+        post("msg_c", now - 600, sign("msg_c", now - 600, body), body)
+            .await
+            .unwrap()
+            .status(),
+        400,
+        "stale"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_events WHERE source = 'replicate'")
+            .await,
+        1
+    );
+}

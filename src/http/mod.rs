@@ -38,6 +38,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where this process's own HTTP listener answers.
     pub self_url: Arc<str>,
+    /// Replicate's pushed completions, for the attempts waiting on them.
+    pub predictions: crate::providers::restoration::replicate::PredictionNotices,
 }
 
 /// The customer listener's routes.

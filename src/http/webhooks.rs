@@ -12,16 +12,65 @@ use super::{AppState, error::ApiError};
 use crate::{
     dedup::Claim,
     fulfilment::{self, Applied, FulfilmentError},
-    providers::payments::{event::StripeEvent, signature},
+    providers::{
+        payments::{event::StripeEvent, signature},
+        restoration::{replicate::Prediction, signature as replicate_signature},
+    },
 };
 
 pub fn router() -> Router<AppState> {
-    // Stripe's payloads are small; 1 MiB is generous.
-    Router::new().route(
-        "/api/webhooks/stripe",
-        post(stripe).layer(axum::extract::DefaultBodyLimit::max(1 << 20)),
-    )
+    // Both senders' payloads are small; 1 MiB is generous.
+    Router::new()
+        .route("/api/webhooks/stripe", post(stripe))
+        .route("/api/webhooks/replicate", post(replicate))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
 }
+
+/// Replicate's completion notices (`replicate.webhooks = true`): verified,
+/// recorded once, then handed to the attempt waiting on the prediction.
+async fn replicate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let settings = &state.settings.replicate;
+    if !settings.webhooks {
+        return Err(ApiError::not_found("page"));
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    replicate_signature::verify(
+        settings.webhook_secret.expose(),
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+        REPLICATE_TOLERANCE,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .map_err(|e| {
+        tracing::warn!(error = %e, "replicate webhook refused");
+        ApiError::bad_request("invalid_signature", e.to_string())
+    })?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_payload", format!("the body is not JSON: {e}")))?;
+    let prediction: Prediction = serde_json::from_value(payload.clone()).map_err(|e| {
+        ApiError::bad_request("invalid_payload", format!("the body is not a prediction: {e}"))
+    })?;
+    let id = header("webhook-id").unwrap_or_default();
+    let mut tx = state.db.begin().await?;
+    let event_type = format!("prediction.{}", prediction.status);
+    let fresh = crate::db::webhooks::record(&mut tx, id, "replicate", &event_type, &payload).await?;
+    tx.commit().await?;
+    if fresh {
+        state.predictions.publish(prediction);
+    }
+    metrics::counter!("restoreclick_webhooks_total", "source" => "replicate", "outcome" => if fresh { "applied" } else { "duplicate" })
+        .increment(1);
+    Ok(Json(json!({"received": true, "duplicate": !fresh})))
+}
+
+/// Replicate's signed timestamps are accepted within five minutes.
+const REPLICATE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn stripe(
     State(state): State<AppState>,

@@ -57,9 +57,13 @@ struct Inner {
     next: u64,
 }
 
+/// Where and how the fake posts completions: (secret, shop base URL, delay).
+type Webhooks = Arc<Mutex<Option<(String, String, Duration)>>>;
+
 #[derive(Clone)]
 pub struct FakeReplicate {
     inner: Arc<Mutex<Inner>>,
+    webhooks: Webhooks,
     pub base: String,
     /// GETs a prediction answers `processing` to before it ends.
     polls_to_finish: u32,
@@ -77,6 +81,7 @@ impl FakeReplicate {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let fake = Self {
             inner: Arc::default(),
+            webhooks: Arc::default(),
             base,
             polls_to_finish,
         };
@@ -93,6 +98,12 @@ impl FakeReplicate {
             let _ = axum::serve(listener, app).await;
         });
         fake
+    }
+
+    /// Predictions created with a `webhook` finish by themselves after
+    /// `after`, and the fake posts them, signed, to the shop at `shop`.
+    pub fn send_webhooks(&self, secret: &str, shop: &str, after: Duration) {
+        *self.webhooks.lock().unwrap() = Some((secret.to_owned(), shop.to_owned(), after));
     }
 
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
@@ -240,8 +251,47 @@ async fn create_prediction(
     };
     inner.created.push(input_sha);
     let view = fake.view(&prediction);
-    inner.predictions.insert(prediction.id.clone(), prediction);
+    let id = prediction.id.clone();
+    inner.predictions.insert(id.clone(), prediction);
+    drop(inner);
+    let webhooks = fake.webhooks.lock().unwrap().clone();
+    if let (Some((secret, shop, after)), Some(_)) = (webhooks, body.get("webhook")) {
+        tokio::spawn(fake.clone().deliver(id, secret, shop, after));
+    }
     (StatusCode::CREATED, Json(view)).into_response()
+}
+
+impl FakeReplicate {
+    /// Finishes a prediction and posts it to the shop's webhook, as Replicate does.
+    async fn deliver(self, id: String, secret: String, shop: String, after: Duration) {
+        tokio::time::sleep(after).await;
+        let body = {
+            let mut inner = self.inner.lock().unwrap();
+            let Some(p) = inner.predictions.get_mut(&id) else {
+                return;
+            };
+            p.status = if p.fail {
+                "failed".into()
+            } else {
+                "succeeded".into()
+            };
+            self.view(p).to_string()
+        };
+        let msg = format!("msg_{id}");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature =
+            restoreclick::providers::restoration::signature::sign(&secret, &msg, now, body.as_bytes())
+                .unwrap();
+        let _ = reqwest::Client::new()
+            .post(format!("{shop}/api/webhooks/replicate"))
+            .header("content-type", "application/json")
+            .header("webhook-id", msg)
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+    }
 }
 
 async fn show(State(fake): State<FakeReplicate>, Path(id): Path<String>, headers: HeaderMap) -> Response {

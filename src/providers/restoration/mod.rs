@@ -6,6 +6,7 @@
 pub mod instant;
 pub mod local;
 pub mod replicate;
+pub mod signature;
 
 use std::{sync::Arc, time::Duration};
 
@@ -131,7 +132,7 @@ pub async fn restore_file(
         external_id: None,
     };
     storage.put(&request.input_key, data.into()).await?;
-    let restorer = from_settings(settings, storage.clone())?;
+    let restorer = from_settings(settings, storage.clone(), replicate::PredictionNotices::default())?;
     let record: RecordSubmission = Arc::new(|_, _| Box::pin(async { Ok(()) }));
     let restored = restorer.restore(&request, record).await?;
     let bytes = storage.get(&restored.output_key).await?;
@@ -145,13 +146,16 @@ pub async fn restore_file(
 pub fn from_settings(
     settings: &crate::config::Settings,
     storage: Storage,
+    notices: replicate::PredictionNotices,
 ) -> Result<Arc<dyn Restorer>, RestoreError> {
     use crate::config::RestorationProvider;
     Ok(match settings.restoration_provider() {
         RestorationProvider::Instant => Arc::new(instant::InstantRestorer::new(storage)),
         RestorationProvider::Local => Arc::new(local::LocalRestorer::new(storage)),
-        RestorationProvider::Replicate => {
-            Arc::new(replicate::ReplicateRestorer::new(&settings.replicate, storage)?)
-        }
+        RestorationProvider::Replicate => Arc::new(replicate::ReplicateRestorer::new(
+            &settings.replicate,
+            storage,
+            notices,
+        )?),
     })
 }

@@ -18,8 +18,39 @@ use serde_json::{Map, Value, json};
 use super::{ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
 use crate::{config::ReplicateSettings, storage::Storage};
 
+/// Finished predictions that Replicate pushed to the shop's webhook,
+/// broadcast to the attempts of this process that wait on them. A wait that
+/// hears nothing (the webhook reached another instance, or was lost) still
+/// ends by polling.
+#[derive(Clone)]
+pub struct PredictionNotices(tokio::sync::broadcast::Sender<Prediction>);
+
+impl Default for PredictionNotices {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl PredictionNotices {
+    pub fn publish(&self, prediction: Prediction) {
+        let _ = self.0.send(prediction);
+    }
+
+    /// The next notice about prediction `id`.
+    async fn next_for(receiver: &mut tokio::sync::broadcast::Receiver<Prediction>, id: &str) -> Prediction {
+        loop {
+            match receiver.recv().await {
+                Ok(p) if p.id == id => return p,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
 pub struct ReplicateRestorer {
     http: reqwest::Client,
+    notices: PredictionNotices,
     base: String,
     token: String,
     model: String,
@@ -62,7 +93,11 @@ impl Prediction {
 }
 
 impl ReplicateRestorer {
-    pub fn new(settings: &ReplicateSettings, storage: Storage) -> Result<Self, RestoreError> {
+    pub fn new(
+        settings: &ReplicateSettings,
+        storage: Storage,
+        notices: PredictionNotices,
+    ) -> Result<Self, RestoreError> {
         let extra_input = match serde_json::from_str::<Value>(settings.extra_input.trim()) {
             Ok(Value::Object(map)) => map,
             _ if settings.extra_input.trim().is_empty() => Map::new(),
@@ -83,6 +118,7 @@ impl ReplicateRestorer {
         };
         Ok(Self {
             http,
+            notices,
             base: settings.api_base.trim_end_matches('/').to_owned(),
             token: settings.api_token.expose().to_owned(),
             model,
@@ -178,19 +214,28 @@ impl ReplicateRestorer {
         }
     }
 
-    /// Polls until the prediction ends, backing off to ten times the interval.
+    /// Waits until the prediction ends: a webhook notice ends the wait at
+    /// once; otherwise it polls, backing off to ten times the interval.
     async fn wait(&self, mut prediction: Prediction) -> Result<Prediction, RestoreError> {
         let deadline = tokio::time::Instant::now() + self.prediction_timeout;
         let mut delay = self.poll_interval;
+        let mut notices = self.notices.0.subscribe();
         while !prediction.is_finished() {
-            if tokio::time::Instant::now() + delay > deadline {
+            let next_poll = tokio::time::Instant::now() + delay;
+            if next_poll > deadline {
                 self.cancel(&prediction.id).await;
                 return Err(RestoreError::transient(format!(
                     "prediction {} did not finish within {:?}",
                     prediction.id, self.prediction_timeout
                 )));
             }
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next_poll) => {}
+                pushed = PredictionNotices::next_for(&mut notices, &prediction.id) => {
+                    prediction = pushed;
+                    continue;
+                }
+            }
             delay = (delay * 2).min(self.poll_interval * 10);
             prediction = match self.get(&prediction.id).await {
                 Ok(p) => p,
