@@ -64,6 +64,12 @@ impl ImageRow {
     }
 }
 
+/// Images with their jobs' attempts and errors; callers add the `WHERE`.
+const IMAGE_SELECT: &str = "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type,
+        i.bytes, i.width, i.height, i.status, i.temp_key, i.original_key, i.restored_key,
+        coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts, i.created_at, i.completed_at
+    FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id";
+
 /// A new order, written in the webhook's transaction.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -219,14 +225,9 @@ pub async fn lock_by_payment_intent(
 
 /// The order's images in their order, with attempts counted by their jobs.
 pub async fn images(db: impl PgExecutor<'_>, order_id: Uuid) -> Result<Vec<ImageRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type, i.bytes, i.width,
-                i.height, i.status, i.temp_key, i.original_key, i.restored_key,
-                coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts,
-                i.created_at, i.completed_at
-         FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id
-         WHERE i.order_id = $1 ORDER BY i.position",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{IMAGE_SELECT} WHERE i.order_id = $1 ORDER BY i.position"
+    )))
     .bind(order_id)
     .fetch_all(db)
     .await
@@ -321,17 +322,10 @@ pub async fn awaiting_originals(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sq
 
 /// One image with its job's attempts.
 pub async fn image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<ImageRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type, i.bytes, i.width,
-                i.height, i.status, i.temp_key, i.original_key, i.restored_key,
-                coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts,
-                i.created_at, i.completed_at
-         FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id
-         WHERE i.id = $1",
-    )
-    .bind(image_id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{IMAGE_SELECT} WHERE i.id = $1")))
+        .bind(image_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The order, locked for the caller's transaction.

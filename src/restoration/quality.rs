@@ -16,12 +16,12 @@ pub fn degrade(clean: &RgbImage, seed: u64) -> RgbImage {
     let (w, h) = clean.dimensions();
     let mut p = super::Planes::from_image(&DynamicImage::ImageRgb8(clean.clone()));
     for ch in 0..3 {
-        p.c[ch] = blur(&p.c[ch], w as usize, h as usize, 0.8);
+        p.c[ch] = super::stages::gaussian_sigma(&p.c[ch], w as usize, h as usize, 0.8);
     }
     let contrast: f32 = rng.random_range(0.25..0.8);
     let lift = (1.0 - contrast) * rng.random_range(0.45..0.7);
     let cast = [1.0f32, 0.93, 0.72];
-    let grain = blur(
+    let grain = super::stages::gaussian_sigma(
         &(0..p.len()).map(|_| gaussian(&mut rng) * 0.6).collect::<Vec<_>>(),
         w as usize,
         h as usize,
@@ -102,38 +102,6 @@ fn speck(p: &mut super::Planes, rng: &mut impl Rng) {
     }
 }
 
-/// Separable Gaussian blur with edges clamped.
-fn blur(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
-    let radius = (sigma * 3.0).ceil() as isize;
-    let kernel: Vec<f32> = (-radius..=radius)
-        .map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let total: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.into_iter().map(|k| k / total).collect();
-    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-        let mut out = vec![0.0; src.len()];
-        for y in 0..h {
-            for x in 0..w {
-                out[y * w + x] = kernel
-                    .iter()
-                    .enumerate()
-                    .map(|(k, weight)| {
-                        let d = k as isize - radius;
-                        let (xx, yy) = if horizontal {
-                            ((x as isize + d).clamp(0, w as isize - 1) as usize, y)
-                        } else {
-                            (x, (y as isize + d).clamp(0, h as isize - 1) as usize)
-                        };
-                        weight * src[yy * w + xx]
-                    })
-                    .sum();
-            }
-        }
-        out
-    };
-    pass(&pass(src, true), false)
-}
-
 /// Peak signal-to-noise ratio of `test` against `reference`, in dB (8-bit RGB).
 pub fn psnr(reference: &RgbImage, test: &RgbImage) -> f64 {
     let mse = reference
@@ -160,11 +128,14 @@ pub fn ssim(reference: &RgbImage, test: &RgbImage) -> f64 {
     };
     let (x, y) = (luma(reference), luma(test));
     let product = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| p * q).collect::<Vec<_>>();
-    let (mx, my) = (blur(&x, w, h, 1.5), blur(&y, w, h, 1.5));
+    let (mx, my) = (
+        super::stages::gaussian_sigma(&x, w, h, 1.5),
+        super::stages::gaussian_sigma(&y, w, h, 1.5),
+    );
     let (sxx, syy, sxy) = (
-        blur(&product(&x, &x), w, h, 1.5),
-        blur(&product(&y, &y), w, h, 1.5),
-        blur(&product(&x, &y), w, h, 1.5),
+        super::stages::gaussian_sigma(&product(&x, &x), w, h, 1.5),
+        super::stages::gaussian_sigma(&product(&y, &y), w, h, 1.5),
+        super::stages::gaussian_sigma(&product(&x, &y), w, h, 1.5),
     );
     let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
     let mut total = 0.0f64;

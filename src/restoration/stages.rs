@@ -275,7 +275,7 @@ fn percentiles(values: &[f32], low: f64, high: f64) -> (f32, f32) {
 }
 
 /// Separable Gaussian blur of any σ, edges clamped.
-fn gaussian_sigma(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
+pub(crate) fn gaussian_sigma(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
     let radius = (sigma * 3.0).ceil() as isize;
     let kernel: Vec<f32> = (-radius..=radius)
         .map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp())
@@ -309,28 +309,6 @@ fn gaussian_sigma(src: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
     out
 }
 
-/// Separable Gaussian blur (σ = 1, radius 3), edges clamped.
-fn gaussian(src: &[f32], w: usize, h: usize) -> Vec<f32> {
-    const K: [f32; 7] = [0.00443, 0.05400, 0.24203, 0.39894, 0.24203, 0.05400, 0.00443];
-    let mut tmp = vec![0.0; src.len()];
-    for y in 0..h {
-        for x in 0..w {
-            tmp[y * w + x] = (0..7)
-                .map(|k| K[k] * src[y * w + (x as isize + k as isize - 3).clamp(0, w as isize - 1) as usize])
-                .sum();
-        }
-    }
-    let mut out = vec![0.0; src.len()];
-    for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = (0..7)
-                .map(|k| K[k] * tmp[(y as isize + k as isize - 3).clamp(0, h as isize - 1) as usize * w + x])
-                .sum();
-        }
-    }
-    out
-}
-
 /// Unsharp mask, gentler on noisy photos.
 pub fn sharpen(p: &mut Planes, sigma: f32) {
     if p.width < 3 || p.height < 3 {
@@ -339,7 +317,7 @@ pub fn sharpen(p: &mut Planes, sigma: f32) {
     // Sharpening noise only makes more of it.
     let amount = if sigma > 4.0 / 255.0 { return } else { 0.35 };
     for ch in 0..3 {
-        let blurred = gaussian(&p.c[ch], p.width, p.height);
+        let blurred = gaussian_sigma(&p.c[ch], p.width, p.height, 1.0);
         for (v, b) in p.c[ch].iter_mut().zip(blurred) {
             *v = (*v + amount * (*v - b)).clamp(0.0, 1.0);
         }

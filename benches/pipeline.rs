@@ -1,0 +1,169 @@
+//! The orchestration's throughput: paid orders restored with the `instant`
+//! provider (which copies the photo), so the figure is the actor tree,
+//! Postgres checkpoints and storage moves alone.
+//!
+//! Orders are paid through the real fulfilment path (a Stripe event applied
+//! in its transaction), then the actor tree is started and timed until every
+//! order is `completed`. Needs Postgres (`TEST_DATABASE_URL`, as the tests).
+//!
+//! Run: `cargo bench --bench pipeline` (`PIPELINE_ORDERS`, `PIPELINE_PHOTOS`,
+//! `PIPELINE_CONCURRENCY` to change the load).
+
+use std::{sync::Arc, time::Instant};
+
+use restoreclick::{
+    config::{RestorationProvider, Secret, Settings},
+    db, domain, fulfilment,
+    providers::payments::event::StripeEvent,
+    startup::Workers,
+    storage::{Storage, keys},
+};
+use sqlx::{Connection, Executor, PgConnection};
+use time::OffsetDateTime;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (orders, photos, concurrency) = (
+        env_or("PIPELINE_ORDERS", 300),
+        env_or("PIPELINE_PHOTOS", 3),
+        env_or("PIPELINE_CONCURRENCY", 32),
+    );
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("rc_test_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin).await.expect("postgres");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create db");
+    let mut url = url::Url::parse(&admin).expect("url");
+    url.set_path(&name);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = vec![("APP_ENV".to_owned(), "test".to_owned())];
+    let mut settings = Settings::load_with_env(std::path::Path::new("config"), &env).expect("settings");
+    settings.database.url = Secret::new(url.to_string());
+    settings.database.max_connections = 20;
+    settings.storage.url = dir.path().display().to_string();
+    settings.restoration.provider = Some(RestorationProvider::Instant);
+    settings.restoration.concurrency = concurrency;
+    let settings = Arc::new(settings);
+    let pool = db::connect(&settings.database).await.expect("connect");
+    db::migrate(&pool).await.expect("migrate");
+    let storage = Storage::open(&settings).expect("storage");
+
+    let photo = tiny_jpeg();
+    let paid = Instant::now();
+    for n in 0..orders {
+        pay(&pool, &settings, &storage, &photo, photos, n).await;
+    }
+    let paying = paid.elapsed();
+
+    let started = Instant::now();
+    let workers = Workers::start(settings.clone(), pool.clone(), storage)
+        .await
+        .expect("workers");
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'completed'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if done as usize == orders {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    workers.stop().await;
+    let images = (orders * photos) as f64;
+    println!(
+        "| orders | photos each | pool concurrency | paid in (s) | restored in (s) | images/s | orders/s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {orders} | {photos} | {concurrency} | {:.2} | {elapsed:.2} | {:.0} | {:.0} |",
+        paying.as_secs_f64(),
+        images / elapsed,
+        orders as f64 / elapsed
+    );
+    pool.close().await;
+    let _ = conn
+        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+        .await;
+}
+
+/// One upload session with `photos` files in temp storage, paid by a
+/// `checkout.session.completed` applied through fulfilment.
+async fn pay(
+    pool: &sqlx::PgPool,
+    settings: &Settings,
+    storage: &Storage,
+    photo: &[u8],
+    photos: usize,
+    n: usize,
+) {
+    let session = domain::new_id();
+    let mut tx = pool.begin().await.expect("tx");
+    db::uploads::create_session(
+        &mut tx,
+        session,
+        OffsetDateTime::now_utc() + time::Duration::days(1),
+    )
+    .await
+    .expect("session");
+    for _ in 0..photos {
+        let file = domain::new_id();
+        let key = keys::temp(session, file, "jpg");
+        storage.put(&key, photo.to_vec().into()).await.expect("put");
+        db::uploads::insert_file(
+            &mut tx,
+            &db::uploads::FileRow {
+                id: file,
+                session_id: session,
+                filename: "photo.jpg".into(),
+                stem: "photo".into(),
+                ext: "jpg".into(),
+                content_type: "image/jpeg".into(),
+                bytes: photo.len() as i64,
+                width: 64,
+                height: 64,
+                sha256: String::new(),
+                storage_key: key,
+                created_at: OffsetDateTime::now_utc(),
+            },
+        )
+        .await
+        .expect("file");
+    }
+    tx.commit().await.expect("commit");
+    let upload_ref = domain::format_id(domain::IdKind::UploadSession, session);
+    let payload = serde_json::json!({
+        "id": format!("evt_bench_{n}"), "type": "checkout.session.completed",
+        "data": {"object": {"id": format!("cs_bench_{n}"), "client_reference_id": upload_ref,
+                 "payment_status": "paid", "amount_total": 500 * photos, "currency": "usd",
+                 "payment_intent": format!("pi_bench_{n}"), "customer_details": {"email": "bench@example.com"}}}
+    });
+    let event: StripeEvent = serde_json::from_value(payload.clone()).expect("event");
+    fulfilment::apply(pool, settings, &event, &payload)
+        .await
+        .expect("fulfilment");
+}
+
+fn tiny_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("jpeg");
+    out.into_inner()
+}
