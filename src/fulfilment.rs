@@ -43,9 +43,28 @@ pub enum FulfilmentError {
     BadPayload(#[from] serde_json::Error),
 }
 
-/// Applies `event` (whose raw JSON is `payload`) exactly once.
+/// Applies `event` (whose raw JSON is `payload`) exactly once. A
+/// transaction that lost a deadlock is run again (it changed nothing).
 #[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
 pub async fn apply(
+    pool: &PgPool,
+    settings: &Settings,
+    event: &StripeEvent,
+    payload: &serde_json::Value,
+) -> Result<Applied, FulfilmentError> {
+    let mut tries = 0;
+    loop {
+        match apply_once(pool, settings, event, payload).await {
+            Err(FulfilmentError::Database(e)) if db::is_retryable(&e) && tries < 3 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "fulfilment transaction lost a race; running it again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn apply_once(
     pool: &PgPool,
     settings: &Settings,
     event: &StripeEvent,

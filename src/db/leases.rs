@@ -2,7 +2,7 @@
 //!
 //! An instance owns an order while `lease_until` is in the future and
 //! renews it by heartbeat; an expired lease is claimed with
-//! `FOR UPDATE SKIP LOCKED`, so two instances never take the same order and
+//! `FOR NO KEY UPDATE SKIP LOCKED`, so two instances never take the same order and
 //! a dead instance's orders move to a live one within one lease period.
 
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub async fn claim_free(
                AND (owner_id IS NULL OR lease_until IS NULL OR lease_until < now() OR owner_id = $1)
              ORDER BY created_at
              LIMIT $3
-             FOR UPDATE SKIP LOCKED)
+             FOR NO KEY UPDATE SKIP LOCKED)
          RETURNING id",
     )
     .bind(owner)

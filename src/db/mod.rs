@@ -1,7 +1,11 @@
 //! The database: the pool, migrations, and one module of queries per table group.
 //!
 //! SQL lives only here. State changes carry the expected old status in their
-//! `WHERE`, so two writers racing for one transition cannot both win.
+//! `WHERE`, so two writers racing for one transition cannot both win. Row
+//! locks are `FOR NO KEY UPDATE`: they serialise writers of a row but let
+//! other transactions insert rows that reference it (an `order_events`
+//! entry, a `file_uploads` row), which `FOR UPDATE` would block and turn into
+//! deadlocks.
 
 pub mod checkouts;
 pub mod emails;
@@ -33,4 +37,12 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error>
 /// instances starting at once apply each migration once).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// Whether `e` is a deadlock or serialisation failure: the transaction did
+/// nothing and may simply be run again.
+pub fn is_retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
 }

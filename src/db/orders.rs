@@ -216,7 +216,7 @@ pub async fn lock_by_payment_intent(
     payment_intent: &str,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE stripe_payment_intent_id = $1 FOR UPDATE"
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE stripe_payment_intent_id = $1 FOR NO KEY UPDATE"
     )))
     .bind(payment_intent)
     .fetch_optional(conn)
@@ -331,7 +331,7 @@ pub async fn image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<Ima
 /// The order, locked for the caller's transaction.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR NO KEY UPDATE"
     )))
     .bind(id)
     .fetch_optional(conn)

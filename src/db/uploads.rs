@@ -70,7 +70,7 @@ pub async fn lock_session(
     id: Uuid,
 ) -> Result<Option<UploadSessionRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, status, email, created_at, expires_at FROM upload_sessions WHERE id = $1 FOR UPDATE",
+        "SELECT id, status, email, created_at, expires_at FROM upload_sessions WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(id)
     .fetch_optional(conn)
