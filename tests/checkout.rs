@@ -244,7 +244,10 @@ async fn the_dev_checkout_page_pays_through_the_signed_webhook() {
         .await
         .unwrap();
     assert_eq!(order["id"], order_id);
-    assert!(matches!(order["status"].as_str(), Some("processing" | "completed")), "{order}");
+    assert!(
+        matches!(order["status"].as_str(), Some("processing" | "completed")),
+        "{order}"
+    );
     assert_eq!(order["email"], "me@example.com");
     assert_eq!(order["amount_total"], 1000);
     assert_eq!(order["currency"], "usd");
