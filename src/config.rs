@@ -268,6 +268,9 @@ pub struct MailSettings {
     pub from: String,
     pub admin_to: String,
     pub max_attempts: u32,
+    pub rate_per_sec: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -463,6 +466,15 @@ impl Settings {
         self.validate_replicate()?;
         if self.mail.max_attempts == 0 {
             return Err(invalid("mail.max_attempts", "must be at least 1"));
+        }
+        if self.mail.rate_per_sec == 0 {
+            return Err(invalid("mail.rate_per_sec", "must be at least 1"));
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                "must be an address, e.g. RestoreClick <orders@example.com>",
+            ));
         }
         if self.downloads.max_uses == 0 {
             return Err(invalid("downloads.max_uses", "must be at least 1"));

@@ -13,6 +13,7 @@ pub mod dedup;
 pub mod domain;
 pub mod fulfilment;
 pub mod http;
+pub mod mail;
 pub mod providers;
 pub mod restoration;
 pub mod startup;

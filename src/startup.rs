@@ -9,11 +9,12 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     actors::{ActorContext, Actors},
-    config::{PaymentsProvider, Settings},
+    config::{MailProvider, PaymentsProvider, Settings},
     db,
     dedup::WebhookDedup,
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
     providers::{
+        mail::{MailSender, outbox::Outbox},
         payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
         restoration::{self, RestoreError, Restorer, replicate::PredictionNotices},
     },
@@ -42,6 +43,8 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("cannot set up restoration: {0}")]
     Restoration(#[from] RestoreError),
+    #[error("cannot set up mail: {0}")]
+    Mail(String),
 }
 
 /// Connects to Postgres and applies migrations when configured to.
@@ -62,6 +65,19 @@ pub fn payments(settings: &Settings) -> Result<Arc<dyn PaymentProvider>, Startup
             Arc::new(DevPayments::new(settings.public_url()))
         }
     })
+}
+
+/// The mail sender the configuration names.
+pub fn mailer(settings: &Settings) -> Result<Arc<dyn MailSender>, StartupError> {
+    match settings.mail_provider() {
+        MailProvider::Outbox => {
+            tracing::info!(dir = %settings.outbox.dir, "mail: written to the outbox (no SendGrid key set)");
+            Ok(Arc::new(Outbox::new(&settings.outbox.dir)))
+        }
+        other => Err(StartupError::Mail(format!(
+            "mail.provider = {other:?} is not available yet; use outbox (unset SENDGRID_API_KEY)"
+        ))),
+    }
 }
 
 /// The running actor tree and its handle.
@@ -89,12 +105,13 @@ impl Workers {
             None => restoration::from_settings(&settings, storage.clone(), notices)?,
         };
         tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
+        let mailer = mailer(&settings)?;
         let ctx = ActorContext {
             settings,
             db,
             storage,
         };
-        let (actors, handle) = Actors::start(ctx, restorer).await?;
+        let (actors, handle) = Actors::start(ctx, restorer, mailer).await?;
         Ok(Self { actors, handle })
     }
 

@@ -2,11 +2,12 @@
 //! rows, so a crash anywhere loses nothing (DESIGN.md "Actor tree").
 //!
 //! `RootSupervisor` → `OrderSupervisor` (→ `OrderActor` → `ImageActor`),
-//! `RestorationPool`, `Cleanup`, `Monitor`; restarts are one-for-one within
-//! budgets. No message crosses instances: Postgres is the only channel.
+//! `RestorationPool`, `Mailer`, `Cleanup`, `Monitor`; restarts are
+//! one-for-one within budgets. No message crosses instances: Postgres is the only channel.
 
 pub mod cleanup;
 pub mod image;
+pub mod mailer;
 pub mod monitor;
 pub mod order;
 pub mod restoration_pool;
@@ -19,7 +20,11 @@ use ractor::{Actor, ActorRef};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{config::Settings, providers::restoration::Restorer, storage::Storage};
+use crate::{
+    config::Settings,
+    providers::{mail::MailSender, restoration::Restorer},
+    storage::Storage,
+};
 use root::{RootArgs, RootSupervisor};
 use supervisor::OrderSupervisorMsg;
 
@@ -76,12 +81,14 @@ impl Actors {
     pub async fn start(
         ctx: ActorContext,
         restorer: Arc<dyn Restorer>,
+        mailer: Arc<dyn MailSender>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
         let orders = Handle::default();
         let args = RootArgs {
             owner: ctx.settings.instance_id(),
             ctx,
             restorer,
+            mailer,
             orders: orders.clone(),
             pool: Handle::default(),
         };

@@ -13,11 +13,12 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use super::{
     ActorContext, Handle,
     cleanup::Cleanup,
+    mailer::{Mailer, MailerArgs},
     monitor::Monitor,
     restoration_pool::{PoolArgs, PoolMsg, RestorationPool},
     supervisor::{OrderSupervisor, OrderSupervisorMsg, SupervisorArgs},
 };
-use crate::providers::restoration::Restorer;
+use crate::providers::{mail::MailSender, restoration::Restorer};
 
 /// At most this many restarts of children within [`BUDGET_WINDOW`].
 const RESTART_BUDGET: usize = 5;
@@ -28,6 +29,7 @@ pub struct RootSupervisor;
 pub struct RootArgs {
     pub ctx: ActorContext,
     pub restorer: Arc<dyn Restorer>,
+    pub mailer: Arc<dyn MailSender>,
     pub owner: String,
     pub orders: Handle<OrderSupervisorMsg>,
     pub pool: Handle<PoolMsg>,
@@ -37,6 +39,7 @@ pub struct RootArgs {
 enum Child {
     Orders,
     Pool,
+    Mailer,
     Cleanup,
     Monitor,
 }
@@ -63,7 +66,13 @@ impl Actor for RootSupervisor {
             restarts: VecDeque::new(),
         };
         // The pool first: order actors send to it as soon as they start.
-        for child in [Child::Pool, Child::Orders, Child::Cleanup, Child::Monitor] {
+        for child in [
+            Child::Pool,
+            Child::Orders,
+            Child::Mailer,
+            Child::Cleanup,
+            Child::Monitor,
+        ] {
             state.start(&myself, child).await?;
         }
         Ok(state)
@@ -134,6 +143,17 @@ impl RootState {
                 let (orders, _) = Actor::spawn_linked(None, OrderSupervisor, args, myself.get_cell()).await?;
                 self.args.orders.set(orders.clone());
                 orders.get_cell()
+            }
+            Child::Mailer => {
+                let args = MailerArgs {
+                    ctx,
+                    sender: self.args.mailer.clone(),
+                    owner: self.args.owner.clone(),
+                };
+                Actor::spawn_linked(None, Mailer, args, myself.get_cell())
+                    .await?
+                    .0
+                    .get_cell()
             }
             Child::Cleanup => Actor::spawn_linked(None, Cleanup, ctx, myself.get_cell())
                 .await?

@@ -50,3 +50,94 @@ pub async fn enqueue(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A queued email as the mailer works on it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EmailRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub to_email: String,
+    pub payload: Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// Claims up to `limit` due emails for `owner` until `lease_secs` from now:
+/// `pending` ones whose time has come, and `sending` ones whose sender's
+/// lease ran out (it died mid-send). Each claim counts an attempt.
+pub async fn claim_due(
+    db: impl sqlx::PgExecutor<'_>,
+    owner: &str,
+    lease_secs: f64,
+    limit: i64,
+) -> Result<Vec<EmailRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE email_queue SET status = 'sending', locked_by = $1, lease_until = now() + make_interval(secs => $2),
+                attempts = attempts + 1, updated_at = now()
+         WHERE id IN (
+             SELECT id FROM email_queue
+             WHERE (status = 'pending' AND next_attempt_at <= now())
+                OR (status = 'sending' AND lease_until < now())
+             ORDER BY next_attempt_at
+             LIMIT $3
+             FOR NO KEY UPDATE SKIP LOCKED)
+         RETURNING id, kind, to_email, payload, attempts, max_attempts",
+    )
+    .bind(owner)
+    .bind(lease_secs)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// `sending → sent`, keeping the provider's id.
+pub async fn mark_sent(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    provider_message_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_queue SET status = 'sent', provider_message_id = $2, sent_at = now(), locked_by = NULL,
+                lease_until = NULL, last_error = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'sending'",
+    )
+    .bind(id)
+    .bind(provider_message_id)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// `sending → pending` again, due at `at`.
+pub async fn retry_at(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    at: time::OffsetDateTime,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_queue SET status = 'pending', next_attempt_at = $2, last_error = $3, locked_by = NULL,
+                lease_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'sending'",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(error)
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// `sending → failed` for good.
+pub async fn mark_failed(db: impl sqlx::PgExecutor<'_>, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_queue SET status = 'failed', last_error = $2, locked_by = NULL, lease_until = NULL,
+                updated_at = now()
+         WHERE id = $1 AND status = 'sending'",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(db)
+    .await
+    .map(drop)
+}

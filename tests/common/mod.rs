@@ -73,6 +73,8 @@ pub struct TestApp {
     pub settings: Arc<Settings>,
     pub client: reqwest::Client,
     pub storage_dir: tempfile::TempDir,
+    /// Where the outbox mail sender writes `.eml` files.
+    pub outbox_dir: tempfile::TempDir,
     pub stripe: Option<fake_stripe::FakeStripe>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -110,6 +112,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     restoreclick::telemetry::init(restoreclick::config::AppEnv::Test, "warn");
     let storage_dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(storage_dir.path()).await;
+    let outbox_dir = tempfile::tempdir().expect("temp dir");
+    settings.outbox.dir = outbox_dir.path().display().to_string();
     let stripe = if options.stripe {
         let fake = fake_stripe::FakeStripe::start().await;
         settings.payments.provider = Some(PaymentsProvider::Stripe);
@@ -151,6 +155,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             .build()
             .expect("client"),
         storage_dir,
+        outbox_dir,
         stripe,
         shutdown: Some(tx),
         server: Some(server),
@@ -270,6 +275,19 @@ impl TestApp {
         }
         out.sort();
         out
+    }
+
+    /// The `.eml` files in the outbox, as strings.
+    pub fn outbox(&self) -> Vec<String> {
+        let mut mails: Vec<String> = std::fs::read_dir(self.outbox_dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        mails.sort();
+        mails
     }
 
     /// Uploads photos, opens a checkout and pays it with a signed

@@ -78,6 +78,7 @@ impl Shop {
             .env("STRIPE_WEBHOOK_SECRET", super::WEBHOOK_SECRET)
             .env("RESTORECLICK__PAYMENTS__PROVIDER", "dev")
             .env("RESTORECLICK__STORAGE__URL", config.storage)
+            .env("RESTORECLICK__OUTBOX__DIR", config.storage.join("outbox"))
             .env("RESTORECLICK__HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("RESTORECLICK__OPS__ADDR", format!("127.0.0.1:{ops}"))
             .env("RESTORECLICK__INSTANCE__ID", format!("{}-{port}", config.command))
