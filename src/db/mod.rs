@@ -8,6 +8,7 @@
 //! deadlocks.
 
 pub mod checkouts;
+pub mod downloads;
 pub mod emails;
 pub mod events;
 pub mod jobs;

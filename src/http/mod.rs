@@ -3,6 +3,7 @@
 
 pub mod checkout;
 pub mod dev_checkout;
+pub mod downloads;
 pub mod error;
 pub mod middleware;
 pub mod ops;
@@ -49,6 +50,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(upload::router(&state.settings))
         .merge(checkout::router())
         .merge(orders::router())
+        .merge(downloads::router())
         .merge(webhooks::router())
         .merge(pages::router())
         .merge(ops::health_router());

@@ -7,7 +7,7 @@ pub mod keys;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{
     ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
 };
@@ -138,6 +138,23 @@ impl Storage {
             .await
             .map_err(|e| StorageError::backend(key, e))?;
         result.bytes().await.map_err(|e| StorageError::backend(key, e))
+    }
+
+    /// The object as a stream of chunks, never whole in memory.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        let result = self
+            .store
+            .get(&Path::from(key))
+            .await
+            .map_err(|e| StorageError::backend(key, e))?;
+        let key = key.to_owned();
+        Ok(result
+            .into_stream()
+            .map_err(move |e| StorageError::backend(&key, e))
+            .boxed())
     }
 
     /// The object's size, or `None` when it does not exist.
