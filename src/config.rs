@@ -271,6 +271,7 @@ pub struct MailSettings {
     pub rate_per_sec: u32,
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+    pub attach_limit: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -466,6 +467,12 @@ impl Settings {
         self.validate_replicate()?;
         if self.mail.max_attempts == 0 {
             return Err(invalid("mail.max_attempts", "must be at least 1"));
+        }
+        if self.mail_provider() == MailProvider::Sendgrid && !self.sendgrid.api_key.is_set() {
+            return Err(invalid(
+                "sendgrid.api_key",
+                "must be set when mail.provider = sendgrid",
+            ));
         }
         if self.mail.rate_per_sec == 0 {
             return Err(invalid("mail.rate_per_sec", "must be at least 1"));

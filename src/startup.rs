@@ -14,7 +14,7 @@ use crate::{
     dedup::WebhookDedup,
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
     providers::{
-        mail::{MailSender, outbox::Outbox},
+        mail::{MailSender, outbox::Outbox, sendgrid::SendGrid},
         payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
         restoration::{self, RestoreError, Restorer, replicate::PredictionNotices},
     },
@@ -74,9 +74,12 @@ pub fn mailer(settings: &Settings) -> Result<Arc<dyn MailSender>, StartupError> 
             tracing::info!(dir = %settings.outbox.dir, "mail: written to the outbox (no SendGrid key set)");
             Ok(Arc::new(Outbox::new(&settings.outbox.dir)))
         }
-        other => Err(StartupError::Mail(format!(
-            "mail.provider = {other:?} is not available yet; use outbox (unset SENDGRID_API_KEY)"
-        ))),
+        MailProvider::Sendgrid => Ok(Arc::new(
+            SendGrid::new(&settings.sendgrid).map_err(|e| StartupError::Mail(e.to_string()))?,
+        )),
+        MailProvider::Smtp => Err(StartupError::Mail(
+            "mail.provider = smtp is not available yet; use sendgrid or outbox".into(),
+        )),
     }
 }
 

@@ -14,10 +14,13 @@ use time::OffsetDateTime;
 
 use super::ActorContext;
 use crate::{
-    db::emails::{self, EmailRow},
-    domain::backoff,
-    mail,
-    providers::mail::{MailError, MailSender},
+    db::{
+        self,
+        emails::{self, EmailRow},
+    },
+    domain::{ImageStatus, backoff},
+    mail::{self, Attachment},
+    providers::mail::{MailError, MailSender, Sent},
 };
 
 const EVERY: Duration = Duration::from_secs(1);
@@ -93,23 +96,70 @@ impl MailerState {
         Ok(())
     }
 
-    async fn send(&self, row: &EmailRow) -> Result<(), ActorProcessingErr> {
+    /// Composes the row's email (attachments included) and hands it to the sender.
+    async fn deliver(&self, row: &EmailRow) -> Result<Sent, MailError> {
         let ctx = &self.args.ctx;
-        let outcome = match mail::compose(
+        let attachments = self.attachments(row).await.map_err(|e| MailError {
+            permanent: false,
+            message: format!("cannot read the photos to attach: {e}"),
+            retry_after: None,
+        })?;
+        let email = mail::compose(
             &self.templates,
             &ctx.settings,
             row.id,
             &row.kind,
             &row.to_email,
             &row.payload,
-        ) {
-            Ok(email) => self.args.sender.send(&email).await,
-            Err(e) => Err(MailError {
-                permanent: true,
-                message: e.to_string(),
-                retry_after: None,
-            }),
+            attachments,
+        )
+        .map_err(|e| MailError {
+            permanent: true,
+            message: e.to_string(),
+            retry_after: None,
+        })?;
+        self.args.sender.send(&email).await
+    }
+
+    /// The restored photos, for a completion email, when together they are
+    /// under `mail.attach_limit`; otherwise the email's link alone.
+    async fn attachments(&self, row: &EmailRow) -> Result<Vec<Attachment>, ActorProcessingErr> {
+        let (ctx, limit) = (&self.args.ctx, self.args.ctx.settings.mail.attach_limit);
+        let Some(order_id) = row.order_id.filter(|_| row.kind == "restoration_complete") else {
+            return Ok(Vec::new());
         };
+        let images = db::orders::images(&ctx.db, order_id).await?;
+        let restored: Vec<_> = images
+            .iter()
+            .filter(|i| i.status() == ImageStatus::Completed)
+            .filter_map(|i| i.restored_key.clone())
+            .collect();
+        let mut total = 0;
+        for key in &restored {
+            total += ctx.storage.size(key).await?.unwrap_or(0);
+        }
+        if total == 0 || total > limit {
+            return Ok(Vec::new());
+        }
+        let mut attachments = Vec::with_capacity(restored.len());
+        for key in restored {
+            let data = ctx.storage.get(&key).await?.to_vec();
+            let filename = key.rsplit('/').next().unwrap_or(&key).to_owned();
+            let content_type = image::ImageFormat::from_path(&filename)
+                .map_or("application/octet-stream", |f| f.to_mime_type())
+                .to_owned();
+            attachments.push(Attachment {
+                filename,
+                content_type,
+                data,
+            });
+        }
+        Ok(attachments)
+    }
+
+    async fn send(&self, row: &EmailRow) -> Result<(), ActorProcessingErr> {
+        let ctx = &self.args.ctx;
+        let outcome = self.deliver(row).await;
         let label = match &outcome {
             Ok(sent) => {
                 emails::mark_sent(&ctx.db, row.id, sent.provider_message_id.as_deref()).await?;

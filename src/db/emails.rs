@@ -55,6 +55,7 @@ pub async fn enqueue(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EmailRow {
     pub id: Uuid,
+    pub order_id: Option<Uuid>,
     pub kind: String,
     pub to_email: String,
     pub payload: Value,
@@ -81,7 +82,7 @@ pub async fn claim_due(
              ORDER BY next_attempt_at
              LIMIT $3
              FOR NO KEY UPDATE SKIP LOCKED)
-         RETURNING id, kind, to_email, payload, attempts, max_attempts",
+         RETURNING id, order_id, kind, to_email, payload, attempts, max_attempts",
     )
     .bind(owner)
     .bind(lease_secs)

@@ -2,7 +2,10 @@
 //! plain-text alternative), links that carry the order token, and an RFC 5322
 //! message built by lettre. Customer-provided text is escaped in HTML.
 
-use lettre::message::{Mailbox, MultiPart, header::HeaderName, header::HeaderValue};
+use lettre::message::{
+    Mailbox, MultiPart,
+    header::{ContentType, HeaderName, HeaderValue},
+};
 use minijinja::{Environment, context};
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,12 +19,22 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Composed {
     pub id: Uuid,
+    pub from: Mailbox,
     pub to: String,
     pub subject: String,
     pub text: String,
     pub html: String,
+    pub attachments: Vec<Attachment>,
     /// The whole RFC 5322 message.
     pub raw: Vec<u8>,
+}
+
+/// A file sent along (restored photos, when small enough).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +47,8 @@ pub enum ComposeError {
     Address(String),
     #[error("cannot build the message: {0}")]
     Build(#[from] lettre::error::Error),
+    #[error("bad attachment type {0:?}")]
+    AttachmentType(String),
 }
 
 const TEMPLATES: [(&str, &str); 9] = [
@@ -95,7 +110,7 @@ fn subject(kind: &str, payload: &Value) -> Result<String, ComposeError> {
     })
 }
 
-/// Renders row `id` of `kind` to `to` from its payload.
+/// Renders row `id` of `kind` to `to` from its payload, with attachments.
 pub fn compose(
     env: &Environment<'static>,
     settings: &Settings,
@@ -103,6 +118,7 @@ pub fn compose(
     kind: &str,
     to: &str,
     payload: &Value,
+    attachments: Vec<Attachment>,
 ) -> Result<Composed, ComposeError> {
     let subject = subject(kind, payload)?;
     let order_url = payload["order_id"]
@@ -142,15 +158,38 @@ pub fn compose(
             HeaderName::new_from_ascii_str("X-RestoreClick-Email-Id"),
             id.simple().to_string(),
         ))
-        .multipart(MultiPart::alternative_plain_html(text.clone(), html.clone()))?;
+        .multipart(body(&text, &html, &attachments)?)?;
     Ok(Composed {
         id,
+        from: settings
+            .mail
+            .from
+            .parse()
+            .map_err(|_| ComposeError::Address(settings.mail.from.clone()))?,
         to: to.to_owned(),
         subject,
         text,
         html,
+        attachments,
         raw: message.formatted(),
     })
+}
+
+/// Plain text and HTML as alternatives, in a mixed part with the attachments if any.
+fn body(text: &str, html: &str, attachments: &[Attachment]) -> Result<MultiPart, ComposeError> {
+    let alternative = MultiPart::alternative_plain_html(text.to_owned(), html.to_owned());
+    if attachments.is_empty() {
+        return Ok(alternative);
+    }
+    let mut mixed = MultiPart::mixed().multipart(alternative);
+    for a in attachments {
+        let content_type = ContentType::parse(&a.content_type)
+            .map_err(|_| ComposeError::AttachmentType(a.content_type.clone()))?;
+        mixed = mixed.singlepart(
+            lettre::message::Attachment::new(a.filename.clone()).body(a.data.clone(), content_type),
+        );
+    }
+    Ok(mixed)
 }
 
 #[cfg(test)]
@@ -174,7 +213,16 @@ mod tests {
         ] {
             let payload = json!({"order_id": order, "photos": 2, "amount_total": 1000, "currency": "usd",
                                  "reason": "duplicate_payment", "failed_photos": [{"filename": "a.jpg"}]});
-            let c = compose(&env, &settings(), Uuid::now_v7(), kind, "a@example.com", &payload).unwrap();
+            let c = compose(
+                &env,
+                &settings(),
+                Uuid::now_v7(),
+                kind,
+                "a@example.com",
+                &payload,
+                vec![],
+            )
+            .unwrap();
             let raw = String::from_utf8(c.raw).unwrap();
             assert!(raw.contains("multipart/alternative"), "{kind}");
             assert!(
@@ -200,6 +248,7 @@ mod tests {
             "restoration_complete",
             "a@example.com",
             &payload,
+            vec![],
         )
         .unwrap();
         let token = token::order_token(s.app.secret_key.expose(), uuid);

@@ -2,6 +2,7 @@
 //! embedded default) writes each email as an `.eml` file.
 
 pub mod outbox;
+pub mod sendgrid;
 
 use std::time::Duration;
 
