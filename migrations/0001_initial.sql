@@ -86,7 +86,7 @@ CREATE INDEX orders_payment_intent ON orders (stripe_payment_intent_id);
 CREATE INDEX orders_status ON orders (status, created_at);
 -- Lease sweeps look only at live orders.
 CREATE INDEX orders_live_lease ON orders (lease_until) WHERE status IN ('pending_payment', 'processing');
-CREATE INDEX orders_completed ON orders (completed_at) WHERE status = 'completed' AND purged_at IS NULL;
+CREATE INDEX orders_retention ON orders (completed_at) WHERE purged_at IS NULL AND status IN ('completed', 'failed', 'refunded');
 
 CREATE TABLE images (
     id              uuid PRIMARY KEY,

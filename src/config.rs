@@ -109,6 +109,19 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub instance: InstanceSettings,
     pub orders: OrderSettings,
+    pub retention: RetentionSettings,
+    pub cleanup: CleanupSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionSettings {
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CleanupSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -488,6 +501,12 @@ impl Settings {
         }
         if self.downloads.link_ttl.is_zero() {
             return Err(invalid("downloads.link_ttl", "must be longer than zero"));
+        }
+        if self.retention.days == 0 {
+            return Err(invalid("retention.days", "must be at least 1"));
+        }
+        if self.cleanup.interval.is_zero() {
+            return Err(invalid("cleanup.interval", "must be longer than zero"));
         }
         if self.orders.lease_ttl < Duration::from_secs(2) {
             return Err(invalid("orders.lease_ttl", "must be at least 2s"));

@@ -43,3 +43,57 @@ pub async fn sweep_orphans(
     }
     Ok(removed)
 }
+
+/// Deletes unpaid upload sessions past their expiry: their photos first,
+/// then their rows (a crash between leaves a row whose files are gone, which
+/// the next sweep deletes). Returns how many sessions went.
+pub async fn sweep_abandoned_sessions(db: &PgPool, storage: &Storage) -> Result<usize, SweepError> {
+    let mut swept = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        let Some(session) = db::cleanup::next_abandoned_session(&mut tx).await? else {
+            return Ok(swept);
+        };
+        storage
+            .delete_prefix(&crate::storage::keys::temp_session_prefix(session))
+            .await?;
+        db::cleanup::delete_session(&mut tx, session).await?;
+        tx.commit().await?;
+        swept += 1;
+    }
+}
+
+/// Deletes every photo of an order (originals, restored, ZIPs, and any still
+/// in temp) and marks the order purged. Safe to repeat. Returns when the
+/// order was purged.
+pub async fn purge_order(
+    db: &PgPool,
+    storage: &Storage,
+    order_id: uuid::Uuid,
+) -> Result<OffsetDateTime, SweepError> {
+    for prefix in crate::storage::keys::order_prefixes(order_id) {
+        storage.delete_prefix(&prefix).await?;
+    }
+    for image in db::orders::images(db, order_id).await? {
+        storage.delete(&image.temp_key).await?;
+    }
+    sqlx::query("DELETE FROM download_links WHERE order_id = $1")
+        .bind(order_id)
+        .execute(db)
+        .await?;
+    Ok(db::cleanup::mark_purged(db, order_id).await?)
+}
+
+/// Purges finished orders older than `retention`; returns how many.
+pub async fn sweep_retention(
+    db: &PgPool,
+    storage: &Storage,
+    retention: time::Duration,
+) -> Result<usize, SweepError> {
+    let due = db::cleanup::due_for_purge(db, OffsetDateTime::now_utc() - retention, 200).await?;
+    for order_id in &due {
+        purge_order(db, storage, *order_id).await?;
+        tracing::info!(%order_id, "order photos purged after retention");
+    }
+    Ok(due.len())
+}

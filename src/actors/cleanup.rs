@@ -1,8 +1,8 @@
 //! `Cleanup`: periodic, idempotent sweeps that are safe with several
-//! instances. Here: temp files no upload row owns (an upload that crashed
-//! between storing and committing, a removal whose delete failed).
-
-use std::time::Duration;
+//! instances (every interval of `cleanup.interval`): unpaid upload sessions
+//! past their expiry (photos and rows), download links that can no longer be
+//! used, photos of finished orders past `retention.days`, and temp files no
+//! upload row owns (an upload that crashed between storing and committing).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use time::OffsetDateTime;
@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use super::ActorContext;
 use crate::sweeper;
 
-const EVERY: Duration = Duration::from_secs(600);
 /// Files younger than this may belong to an upload still committing.
 const GRACE: time::Duration = time::Duration::minutes(30);
 
@@ -30,7 +29,7 @@ impl Actor for Cleanup {
         myself: ActorRef<Self::Msg>,
         ctx: ActorContext,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(EVERY, || CleanupMsg::Sweep);
+        myself.send_interval(ctx.settings.cleanup.interval, || CleanupMsg::Sweep);
         Ok(ctx)
     }
 
@@ -41,14 +40,36 @@ impl Actor for Cleanup {
         ctx: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CleanupMsg::Sweep => {
-                match sweeper::sweep_orphans(&ctx.db, &ctx.storage, OffsetDateTime::now_utc() - GRACE).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "orphaned temp files removed"),
-                    Err(e) => tracing::warn!(error = %e, "orphan sweep failed; retrying later"),
-                }
-            }
+            CleanupMsg::Sweep => sweep(ctx).await,
         }
         Ok(())
     }
+}
+
+async fn sweep(ctx: &ActorContext) {
+    let retention = time::Duration::days(i64::from(ctx.settings.retention.days));
+    let report = |what: &str, result: Result<usize, sweeper::SweepError>| match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, what, "cleanup"),
+        Err(e) => tracing::warn!(what, error = %e, "cleanup sweep failed; retrying at the next tick"),
+    };
+    report(
+        "abandoned upload sessions",
+        sweeper::sweep_abandoned_sessions(&ctx.db, &ctx.storage).await,
+    );
+    report(
+        "orders past retention",
+        sweeper::sweep_retention(&ctx.db, &ctx.storage, retention).await,
+    );
+    report(
+        "dead download links",
+        crate::db::cleanup::delete_dead_links(&ctx.db)
+            .await
+            .map(|n| n as usize)
+            .map_err(Into::into),
+    );
+    report(
+        "orphaned temp files",
+        sweeper::sweep_orphans(&ctx.db, &ctx.storage, OffsetDateTime::now_utc() - GRACE).await,
+    );
 }

@@ -8,6 +8,7 @@
 //! deadlocks.
 
 pub mod checkouts;
+pub mod cleanup;
 pub mod downloads;
 pub mod emails;
 pub mod events;

@@ -54,6 +54,12 @@ async fn create_link(
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<LinkCreated>)> {
     let order = authorize(&state, &order_id, &headers, &query).await?;
+    if order.purged_at.is_some() {
+        return Err(ApiError::gone(
+            "photos_purged",
+            "the photos of this order have been deleted",
+        ));
+    }
     let images = db::orders::images(&state.db, order.id).await?;
     if !images.iter().any(|i| i.status() == ImageStatus::Completed) {
         return Err(ApiError::conflict(

@@ -26,7 +26,7 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/orders/{order_id}", get(show))
+        .route("/api/orders/{order_id}", get(show).delete(purge))
         .route("/api/orders/{order_id}/images/{image_id}/{which}", get(photo))
 }
 
@@ -72,6 +72,9 @@ struct OrderView {
     completed_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     refunded_at: Option<OffsetDateTime>,
+    /// When the photos were deleted (retention, or the customer's request).
+    #[serde(with = "time::serde::rfc3339::option")]
+    purged_at: Option<OffsetDateTime>,
     progress: Progress,
     images: Vec<ImageView>,
 }
@@ -142,6 +145,7 @@ async fn show(
         created_at: order.created_at,
         completed_at: order.completed_at,
         refunded_at: order.refunded_at,
+        purged_at: order.purged_at,
         progress,
         images,
     }))
@@ -155,6 +159,12 @@ async fn photo(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let order = authorize(&state, &order_id, &headers, &query).await?;
+    if order.purged_at.is_some() {
+        return Err(ApiError::gone(
+            "photos_purged",
+            "the photos of this order have been deleted",
+        ));
+    }
     let image_id: Uuid =
         domain::parse_id(IdKind::Image, &image_id).ok_or_else(|| ApiError::not_found("image"))?;
     let images = db::orders::images(&state.db, order.id).await?;
@@ -186,4 +196,36 @@ async fn photo(
         HeaderValue::from_static("private, max-age=300"),
     );
     Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+struct Purged {
+    id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    purged_at: OffsetDateTime,
+}
+
+/// `DELETE /api/orders/{id}`: the customer's photos are deleted at once
+/// (the order's record stays, saying so). Refused while they are restored.
+async fn purge(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Purged>> {
+    let order = authorize(&state, &order_id, &headers, &query).await?;
+    if order.status().is_live() {
+        return Err(ApiError::conflict(
+            "order_in_progress",
+            "the photos are still being restored; delete them once the order is finished",
+        ));
+    }
+    let purged_at = crate::sweeper::purge_order(&state.db, &state.storage, order.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(order_id = %order.id, "photos purged at the customer's request");
+    Ok(Json(Purged {
+        id: domain::format_id(IdKind::Order, order.id),
+        purged_at,
+    }))
 }

@@ -69,6 +69,12 @@ pub fn restored(order_id: Uuid, position: u32, stem: &str, ext: &str) -> String 
     )
 }
 
+/// Every prefix that holds an order's photos (originals, restored, ZIPs).
+pub fn order_prefixes(order_id: Uuid) -> [String; 3] {
+    [Area::Originals, Area::Restored, Area::Downloads]
+        .map(|area| format!("{}/{}", area.prefix(), order_id.simple()))
+}
+
 /// `downloads/{order_id}/{timestamp}_all_photos.zip`
 pub fn download_zip(order_id: Uuid, timestamp: i64) -> String {
     format!(
