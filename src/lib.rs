@@ -21,3 +21,4 @@ pub mod storage;
 pub mod sweeper;
 pub mod telemetry;
 pub mod validation;
+pub mod zipstream;

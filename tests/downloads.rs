@@ -176,3 +176,78 @@ async fn no_link_while_nothing_is_restored() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "nothing_to_download");
 }
+
+/// Resident memory of this test process, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test]
+async fn a_large_order_streams_in_flat_memory() {
+    use futures::StreamExt;
+
+    let app = spawn_app().await;
+    let (order, token) = restored_order(&app, 1).await;
+    let order_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM orders")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    const PHOTOS: usize = 40;
+    const SIZE: usize = 6 << 20;
+    for position in 2..=PHOTOS as i32 {
+        let data = vec![position as u8; SIZE];
+        let key = format!(
+            "uploads/restored/{}/{position:03}_big_restored.jpg",
+            order_id.simple()
+        );
+        let path = app.storage_dir.path().join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &data).unwrap();
+        sqlx::query(
+            "INSERT INTO images (id, order_id, position, filename, stem, ext, content_type, bytes, width, height,
+                                 status, temp_key, original_key, restored_key, restored_bytes)
+             VALUES ($1, $2, $3, 'big.jpg', 'big', 'jpg', 'image/jpeg', $4, 4000, 3000, 'completed', 'x', 'y', $5, $4)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(order_id)
+        .bind(position)
+        .bind(SIZE as i64)
+        .bind(&key)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let body: Value = link(&app, &order, &token).await.json().await.unwrap();
+    let baseline = rss();
+    let response = app
+        .client
+        .get(app.url(body["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (mut received, mut peak) = (0usize, baseline);
+    let mut stream = response.bytes_stream();
+    for chunks in 0u64.. {
+        let Some(chunk) = stream.next().await else { break };
+        received += chunk.unwrap().len();
+        if chunks % 16 == 0 {
+            peak = peak.max(rss());
+        }
+    }
+    assert!(
+        received > (PHOTOS - 1) * SIZE,
+        "the whole archive arrived: {received}"
+    );
+    let growth = peak.saturating_sub(baseline);
+    assert!(
+        growth < 48 << 20,
+        "memory grew by {} MB while {} MB streamed",
+        growth >> 20,
+        received >> 20
+    );
+}

@@ -6,7 +6,6 @@
 //! photos are stored without recompression (JPEG and PNG are compressed
 //! already), under names the shop made.
 
-use async_zip::{Compression, ZipEntryBuilder, tokio::write::ZipFileWriter};
 use axum::{
     Json, Router,
     body::Body,
@@ -15,7 +14,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures::{AsyncWriteExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use time::OffsetDateTime;
@@ -30,7 +28,7 @@ use super::{
 use crate::{
     db,
     domain::{IdKind, ImageStatus, format_id, token},
-    storage::Storage,
+    zipstream::{Entry, write_zip},
 };
 
 pub fn router() -> Router<AppState> {
@@ -92,12 +90,6 @@ async fn create_link(
 struct DownloadQuery {
     #[serde(default)]
     include: Option<String>,
-}
-
-/// One file of the ZIP: where it is stored, and its name inside.
-struct Entry {
-    key: String,
-    name: String,
 }
 
 async fn download(
@@ -170,34 +162,4 @@ async fn entries(state: &AppState, order_id: Uuid, with_originals: bool) -> ApiR
         );
     }
     Ok(entries)
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ZipStreamError {
-    #[error(transparent)]
-    Zip(#[from] async_zip::error::ZipError),
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-/// Writes the ZIP into `out` one chunk at a time.
-async fn write_zip(
-    out: tokio::io::DuplexStream,
-    storage: Storage,
-    entries: Vec<Entry>,
-) -> Result<(), ZipStreamError> {
-    let mut zip = ZipFileWriter::with_tokio(out);
-    for entry in entries {
-        let mut stream = storage.get_stream(&entry.key).await?;
-        let builder = ZipEntryBuilder::new(entry.name.into(), Compression::Stored).unix_permissions(0o644);
-        let mut writer = zip.write_entry_stream(builder).await?;
-        while let Some(chunk) = stream.try_next().await? {
-            writer.write_all(&chunk).await?;
-        }
-        writer.close().await?;
-    }
-    zip.close().await?;
-    Ok(())
 }
