@@ -105,6 +105,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub outbox: OutboxSettings,
     pub sendgrid: SendgridSettings,
+    pub smtp: SmtpSettings,
     pub downloads: DownloadSettings,
     pub admin: AdminSettings,
     pub instance: InstanceSettings,
@@ -290,6 +291,11 @@ pub struct MailSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxSettings {
     pub dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmtpSettings {
+    pub url: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -486,6 +492,9 @@ impl Settings {
                 "sendgrid.api_key",
                 "must be set when mail.provider = sendgrid",
             ));
+        }
+        if self.mail_provider() == MailProvider::Smtp && !self.smtp.url.is_set() {
+            return Err(invalid("smtp.url", "must be set when mail.provider = smtp"));
         }
         if self.mail.rate_per_sec == 0 {
             return Err(invalid("mail.rate_per_sec", "must be at least 1"));

@@ -14,7 +14,7 @@ use crate::{
     dedup::WebhookDedup,
     http::{self, AppState, middleware::DRAIN_TIMEOUT},
     providers::{
-        mail::{MailSender, outbox::Outbox, sendgrid::SendGrid},
+        mail::{MailSender, outbox::Outbox, sendgrid::SendGrid, smtp::Smtp},
         payments::{PaymentProvider, dev::DevPayments, stripe::StripePayments},
         restoration::{self, RestoreError, Restorer, replicate::PredictionNotices},
     },
@@ -77,8 +77,8 @@ pub fn mailer(settings: &Settings) -> Result<Arc<dyn MailSender>, StartupError> 
         MailProvider::Sendgrid => Ok(Arc::new(
             SendGrid::new(&settings.sendgrid).map_err(|e| StartupError::Mail(e.to_string()))?,
         )),
-        MailProvider::Smtp => Err(StartupError::Mail(
-            "mail.provider = smtp is not available yet; use sendgrid or outbox".into(),
+        MailProvider::Smtp => Ok(Arc::new(
+            Smtp::new(settings.smtp.url.expose()).map_err(|e| StartupError::Mail(e.to_string()))?,
         )),
     }
 }

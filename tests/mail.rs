@@ -305,3 +305,95 @@ mod sendgrid {
         .await;
     }
 }
+
+mod smtp {
+    use super::*;
+
+    /// aiosmtpd on a free port, delivering into a maildir; stopped on drop.
+    struct SmtpCatcher {
+        child: std::process::Child,
+        port: u16,
+        maildir: tempfile::TempDir,
+    }
+
+    impl SmtpCatcher {
+        async fn start() -> Self {
+            let port = common::shop::free_port();
+            let maildir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("python3")
+                .args([
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    &format!("127.0.0.1:{port}"),
+                    "-c",
+                    "aiosmtpd.handlers.Mailbox",
+                ])
+                .arg(maildir.path().join("box"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3 with aiosmtpd (scripts/services --s3 installs it)");
+            eventually(LONG, "the SMTP catcher to listen", || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            })
+            .await;
+            Self { child, port, maildir }
+        }
+
+        fn delivered(&self) -> Vec<String> {
+            std::fs::read_dir(self.maildir.path().join("box/new"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        }
+    }
+
+    impl Drop for SmtpCatcher {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn smtp_delivers_the_same_message_the_outbox_would_write() {
+        let catcher = SmtpCatcher::start().await;
+        let port = catcher.port;
+        let app = common::spawn_app_with(common::Options {
+            tweak: Some(Box::new(move |s| {
+                s.mail.provider = Some(restoreclick::config::MailProvider::Smtp);
+                s.smtp.url = restoreclick::config::Secret::new(format!("smtp://127.0.0.1:{port}"));
+            })),
+            ..Default::default()
+        })
+        .await;
+        let (order, token) = app.paid_order(1).await;
+        wait_for_order(&app, &order, &token, &["completed"], LONG).await;
+        eventually(LONG, "both emails sent over SMTP", || async {
+            app.count("SELECT count(*) FROM email_queue WHERE status = 'sent'")
+                .await
+                == 2
+        })
+        .await;
+        let delivered = catcher.delivered();
+        assert_eq!(delivered.len(), 2);
+        let subjects: Vec<String> = delivered
+            .iter()
+            .map(|raw| {
+                mailparse::parse_mail(raw.as_bytes())
+                    .unwrap()
+                    .headers
+                    .get_first_value("Subject")
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            subjects.contains(&format!("Your RestoreClick order {order} is confirmed")),
+            "{subjects:?}"
+        );
+    }
+}

@@ -1,8 +1,10 @@
-//! Mail senders: one trait, chosen by `mail.provider`. `outbox` (the
-//! embedded default) writes each email as an `.eml` file.
+//! Mail senders: one trait, chosen by `mail.provider`: `sendgrid`, `smtp`,
+//! or `outbox` (the embedded default), which writes each email as an `.eml`
+//! file.
 
 pub mod outbox;
 pub mod sendgrid;
+pub mod smtp;
 
 use std::time::Duration;
 
