@@ -70,8 +70,9 @@ async fn all_finished(db: &PgPool) {
     .await;
 }
 
-/// Each attempt made at most one prediction, and every email row exists once.
-async fn no_duplicates(db: &PgPool, fake: &FakeReplicate) {
+/// Each attempt made at most one prediction, every email row exists once,
+/// and each was sent exactly once (one outbox file per row).
+async fn no_duplicates(db: &PgPool, fake: &FakeReplicate, outbox: &std::path::Path) {
     let attempts = scalar(db, "SELECT sum(attempts)::bigint FROM restoration_jobs").await;
     assert_eq!(fake.created() as i64, attempts, "one prediction per attempt");
     assert!(attempts >= (ORDERS * PHOTOS) as i64);
@@ -122,7 +123,7 @@ async fn killed_mid_flight_and_restarted_every_order_finishes_once() {
 
     let _restarted = Shop::start(config()).await;
     all_finished(&db).await;
-    no_duplicates(&db, &fake).await;
+    no_duplicates(&db, &fake, &storage.path().join("outbox")).await;
 }
 
 #[tokio::test]
@@ -157,7 +158,7 @@ async fn when_one_of_two_instances_dies_the_other_finishes_its_orders() {
     serving.kill();
 
     all_finished(&db).await;
-    no_duplicates(&db, &fake).await;
+    no_duplicates(&db, &fake, &storage.path().join("outbox")).await;
     let finished_by_worker = scalar(
         &db,
         "SELECT count(DISTINCT order_id) FROM order_events WHERE kind = 'order' AND status = 'completed'",
