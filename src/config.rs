@@ -309,6 +309,8 @@ pub struct DownloadSettings {
     #[serde(with = "humantime_serde")]
     pub link_ttl: Duration,
     pub max_uses: u32,
+    #[serde(with = "humantime_serde")]
+    pub zip_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

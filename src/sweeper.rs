@@ -97,3 +97,18 @@ pub async fn sweep_retention(
     }
     Ok(due.len())
 }
+
+/// Deletes cached download archives built before `before`; returns how many.
+pub async fn sweep_stale_zips(storage: &Storage, before: OffsetDateTime) -> Result<usize, SweepError> {
+    let stale: Vec<String> = storage
+        .list(Area::Downloads.prefix())
+        .await?
+        .into_iter()
+        .filter(|o| crate::zipstream::built_at(&o.key).is_none_or(|at| at < before.unix_timestamp()))
+        .map(|o| o.key)
+        .collect();
+    for key in &stale {
+        storage.delete(key).await?;
+    }
+    Ok(stale.len())
+}

@@ -25,6 +25,51 @@ pub enum ZipStreamError {
     Io(#[from] std::io::Error),
 }
 
+/// The newest cached archive of `order_id` built at or after `since`.
+pub async fn cached(
+    storage: &Storage,
+    order_id: uuid::Uuid,
+    since: time::OffsetDateTime,
+) -> Result<Option<String>, crate::storage::StorageError> {
+    let prefix = format!(
+        "{}/{}",
+        crate::storage::keys::Area::Downloads.prefix(),
+        order_id.simple()
+    );
+    let newest = storage
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| built_at(&o.key).map(|at| (at, o.key)))
+        .filter(|(at, _)| *at >= since.unix_timestamp())
+        .max();
+    Ok(newest.map(|(_, key)| key))
+}
+
+/// When a cached archive was built, from its key
+/// (`downloads/{order_id}/{timestamp}_all_photos.zip`).
+pub fn built_at(key: &str) -> Option<i64> {
+    key.rsplit('/')
+        .next()?
+        .strip_suffix("_all_photos.zip")?
+        .parse()
+        .ok()
+}
+
+/// Builds the archive into storage for later downloads (streamed, never
+/// whole in memory); returns its key.
+pub async fn build_cache(
+    storage: &Storage,
+    order_id: uuid::Uuid,
+    entries: Vec<Entry>,
+) -> Result<String, ZipStreamError> {
+    let key = crate::storage::keys::download_zip(order_id, time::OffsetDateTime::now_utc().unix_timestamp());
+    let mut writer = storage.writer(&key);
+    write_zip(&mut writer, storage.clone(), entries).await?;
+    tokio::io::AsyncWriteExt::shutdown(&mut writer).await?;
+    Ok(key)
+}
+
 /// Writes the archive of `entries` into `out`.
 pub async fn write_zip<W>(out: W, storage: Storage, entries: Vec<Entry>) -> Result<(), ZipStreamError>
 where

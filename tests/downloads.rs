@@ -251,3 +251,51 @@ async fn a_large_order_streams_in_flat_memory() {
         received >> 20
     );
 }
+
+#[tokio::test]
+async fn a_finished_orders_zip_is_built_once_served_from_storage_and_swept_when_stale() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|s| s.cleanup.interval = Duration::from_millis(200))),
+        ..Default::default()
+    })
+    .await;
+    let (order, token) = restored_order(&app, 2).await;
+    let body: Value = link(&app, &order, &token).await.json().await.unwrap();
+    let url = app.url(body["url"].as_str().unwrap());
+    let first = app.client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    common::eventually(LONG, "the archive cached", || async {
+        app.stored_files()
+            .iter()
+            .any(|k| k.starts_with("downloads/") && k.ends_with("_all_photos.zip"))
+    })
+    .await;
+    let cached = app
+        .stored_files()
+        .into_iter()
+        .find(|k| k.starts_with("downloads/"))
+        .unwrap();
+    let cached_bytes = std::fs::read(app.storage_dir.path().join(&cached)).unwrap();
+    let second = app.client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        second.to_vec(),
+        cached_bytes,
+        "the second download is the cached archive"
+    );
+    let names = |b: &[u8]| unzip(b).into_iter().map(|(n, _, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&first), names(&second));
+
+    // Stale once older than downloads.zip_ttl (made so by renaming it to an old build time).
+    let old = cached.replace(
+        &cached.rsplit('/').next().unwrap().to_owned(),
+        "1000_all_photos.zip",
+    );
+    std::fs::rename(
+        app.storage_dir.path().join(&cached),
+        app.storage_dir.path().join(&old),
+    )
+    .unwrap();
+    common::eventually(LONG, "the stale archive swept", || async {
+        !app.stored_files().iter().any(|k| k.starts_with("downloads/"))
+    })
+    .await;
+}

@@ -96,6 +96,16 @@ async fn no_duplicates(db: &PgPool, fake: &FakeReplicate, outbox: &std::path::Pa
         scalar(db, "SELECT count(*) FROM images WHERE status = 'completed'").await,
         (ORDERS * PHOTOS) as i64
     );
+    common::eventually(Duration::from_secs(30), "every email sent", || async {
+        scalar(db, "SELECT count(*) FROM email_queue WHERE status = 'sent'").await == 2 * ORDERS as i64
+    })
+    .await;
+    let files = std::fs::read_dir(outbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .count();
+    assert_eq!(files, 2 * ORDERS, "one email per row");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! `Cleanup`: periodic, idempotent sweeps that are safe with several
 //! instances (every interval of `cleanup.interval`): unpaid upload sessions
 //! past their expiry (photos and rows), download links that can no longer be
-//! used, photos of finished orders past `retention.days`, and temp files no
+//! used, cached ZIPs older than `downloads.zip_ttl`, photos of finished
+//! orders past `retention.days`, and temp files no
 //! upload row owns (an upload that crashed between storing and committing).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -67,6 +68,14 @@ async fn sweep(ctx: &ActorContext) {
             .await
             .map(|n| n as usize)
             .map_err(Into::into),
+    );
+    report(
+        "stale download archives",
+        sweeper::sweep_stale_zips(
+            &ctx.storage,
+            OffsetDateTime::now_utc() - ctx.settings.downloads.zip_ttl,
+        )
+        .await,
     );
     report(
         "orphaned temp files",

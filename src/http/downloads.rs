@@ -14,6 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use time::OffsetDateTime;
@@ -28,7 +29,7 @@ use super::{
 use crate::{
     db,
     domain::{IdKind, ImageStatus, format_id, token},
-    zipstream::{Entry, write_zip},
+    zipstream::{self, Entry, write_zip},
 };
 
 pub fn router() -> Router<AppState> {
@@ -111,16 +112,9 @@ async fn download(
         .include
         .as_deref()
         .is_some_and(|i| i.split(',').any(|p| p == "originals"));
-    let entries = entries(&state, order_id, with_originals).await?;
-    let (writer, reader) = tokio::io::duplex(256 * 1024);
-    let storage = state.storage.clone();
-    tokio::spawn(async move {
-        if let Err(e) = write_zip(writer, storage, entries).await {
-            tracing::warn!(%order_id, error = %e, "the ZIP stream stopped");
-        }
-    });
+    let reader = archive(&state, order_id, with_originals).await?;
     metrics::counter!("restoreclick_downloads_total").increment(1);
-    let mut response = Body::from_stream(ReaderStream::new(reader)).into_response();
+    let mut response = Body::from_stream(reader).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     let disposition = format!(
@@ -135,6 +129,44 @@ async fn download(
         HeaderValue::from_static("private, no-store"),
     );
     Ok(response)
+}
+
+/// The order's archive as a byte stream: a finished order's photos no
+/// longer change, so its plain archive is built once into storage (in the
+/// background, the first time) and served from there while fresh; anything
+/// else is written on the fly.
+async fn archive(
+    state: &AppState,
+    order_id: Uuid,
+    with_originals: bool,
+) -> ApiResult<futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>> {
+    let order = db::orders::get(&state.db, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let cacheable = !with_originals && order.status().is_terminal();
+    let fresh_since = OffsetDateTime::now_utc() - state.settings.downloads.zip_ttl;
+    if cacheable && let Some(key) = zipstream::cached(&state.storage, order_id, fresh_since).await? {
+        let stream = state.storage.get_stream(&key).await?;
+        return Ok(stream.map_err(std::io::Error::other).boxed());
+    }
+    let entries = entries(state, order_id, with_originals).await?;
+    if cacheable {
+        let (storage, entries) = (state.storage.clone(), entries.clone());
+        tokio::spawn(async move {
+            match zipstream::build_cache(&storage, order_id, entries).await {
+                Ok(key) => tracing::info!(%order_id, key, "download archive cached"),
+                Err(e) => tracing::warn!(%order_id, error = %e, "cannot cache the download archive"),
+            }
+        });
+    }
+    let (writer, reader) = tokio::io::duplex(256 * 1024);
+    let storage = state.storage.clone();
+    tokio::spawn(async move {
+        if let Err(e) = write_zip(writer, storage, entries).await {
+            tracing::warn!(%order_id, error = %e, "the ZIP stream stopped");
+        }
+    });
+    Ok(ReaderStream::new(reader).boxed())
 }
 
 async fn entries(state: &AppState, order_id: Uuid, with_originals: bool) -> ApiResult<Vec<Entry>> {

@@ -157,6 +157,12 @@ impl Storage {
             .boxed())
     }
 
+    /// A writer that streams into `key` (multipart where the store has it);
+    /// the object appears whole only when the writer is shut down.
+    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::new(self.store.clone(), Path::from(key))
+    }
+
     /// The object's size, or `None` when it does not exist.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         match self.store.head(&Path::from(key)).await {
