@@ -10,6 +10,20 @@ use mailparse::MailHeaderMap;
 
 const LONG: Duration = Duration::from_secs(30);
 
+/// Queues an admin alert to `to` straight into the queue.
+async fn queue_alert(app: &common::TestApp, key: &str, to: &str) {
+    sqlx::query(
+        "INSERT INTO email_queue (id, idempotency_key, kind, to_email, payload, max_attempts)
+         VALUES ($1, $2, 'admin_alert', $3, '{\"reason\": \"test\"}', 5)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(key)
+    .bind(to)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
 fn parts_of<'a>(mail: &'a mailparse::ParsedMail<'a>) -> (&'a mailparse::ParsedMail<'a>, Vec<String>) {
     (
         mail,
@@ -88,16 +102,7 @@ async fn a_paid_order_mails_its_confirmation_and_then_its_photos() {
 async fn an_undeliverable_address_fails_for_good_and_others_still_go() {
     let app = spawn_app().await;
     for (key, to) in [("bad", "not an address"), ("good", "ops@example.com")] {
-        sqlx::query(
-            "INSERT INTO email_queue (id, idempotency_key, kind, to_email, payload, max_attempts)
-             VALUES ($1, $2, 'admin_alert', $3, '{\"reason\": \"test\"}', 5)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .bind(key)
-        .bind(to)
-        .execute(&app.db)
-        .await
-        .unwrap();
+        queue_alert(&app, key, to).await;
     }
     eventually(LONG, "both rows settled", || async {
         app.count("SELECT count(*) FROM email_queue WHERE status IN ('sent', 'failed')")
@@ -258,14 +263,7 @@ mod sendgrid {
             .await;
         let app = shop_with(&server, 10 << 20).await;
         let started = std::time::Instant::now();
-        sqlx::query(
-            "INSERT INTO email_queue (id, idempotency_key, kind, to_email, payload, max_attempts)
-             VALUES ($1, 'alert-1', 'admin_alert', 'ops@example.com', '{\"reason\": \"test\"}', 5)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .execute(&app.db)
-        .await
-        .unwrap();
+        queue_alert(&app, "alert-1", "ops@example.com").await;
         eventually(LONG, "the email sent after two refusals", || async {
             app.count("SELECT count(*) FROM email_queue WHERE status = 'sent' AND attempts = 3")
                 .await
@@ -289,14 +287,7 @@ mod sendgrid {
             .mount(&server)
             .await;
         let app = shop_with(&server, 10 << 20).await;
-        sqlx::query(
-            "INSERT INTO email_queue (id, idempotency_key, kind, to_email, payload, max_attempts)
-             VALUES ($1, 'alert-2', 'admin_alert', 'ops@example.com', '{\"reason\": \"test\"}', 5)",
-        )
-        .bind(uuid::Uuid::now_v7())
-        .execute(&app.db)
-        .await
-        .unwrap();
+        queue_alert(&app, "alert-2", "ops@example.com").await;
         eventually(LONG, "the email failed", || async {
             app.count("SELECT count(*) FROM email_queue WHERE status = 'failed' AND attempts = 1 AND last_error LIKE '%Sender Identity%'")
                 .await
