@@ -57,12 +57,23 @@ pub async fn database(settings: &Settings) -> Result<PgPool, StartupError> {
 }
 
 /// The payment provider the configuration names (validated already).
-pub fn payments(settings: &Settings) -> Result<Arc<dyn PaymentProvider>, StartupError> {
+/// The payment provider the configuration names (validated already). The
+/// dev provider sends its events to `self_url`, this process's own listener.
+pub fn payments(
+    settings: &Settings,
+    self_url: &str,
+    http: reqwest::Client,
+) -> Result<Arc<dyn PaymentProvider>, StartupError> {
     Ok(match settings.payments_provider() {
         PaymentsProvider::Stripe => Arc::new(StripePayments::new(&settings.stripe)?),
         PaymentsProvider::Dev => {
             tracing::info!("payments: dev checkout (no Stripe secret key set)");
-            Arc::new(DevPayments::new(settings.public_url()))
+            Arc::new(DevPayments::new(
+                settings.public_url(),
+                self_url,
+                settings.stripe_webhook_secret().expose(),
+                http,
+            ))
         }
     })
 }
@@ -164,17 +175,19 @@ impl Application {
             notices.clone(),
         )
         .await?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let self_url = format!("http://{self_host}");
         let state = AppState {
-            payments: payments(&settings)?,
+            payments: payments(&settings, &self_url, client.clone())?,
             dedup: WebhookDedup::new(&settings.redis),
             limits: Arc::new(PhotoLimits::from_settings(&settings.uploads)),
             decode_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            self_url: format!("http://{self_host}").into(),
+            http: client,
+            self_url: self_url.into(),
             actors: workers.actors.clone(),
             predictions: notices,
             settings,

@@ -19,10 +19,7 @@ use super::AppState;
 use crate::{
     db::{self, checkouts::CheckoutRow},
     domain::{CheckoutStatus, IdKind, format_id},
-    providers::payments::{
-        dev::{DevCheckout, checkout_event},
-        signature,
-    },
+    providers::payments::dev::{DevCheckout, checkout_event, deliver},
 };
 
 pub fn router() -> Router<AppState> {
@@ -122,38 +119,15 @@ async fn send(state: AppState, id: String, paid: bool, email: Option<String>) ->
             email: email.or(row.email.clone()),
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let body = checkout_event(&checkout, paid, now).to_string();
-        let header = signature::sign(
-            body.as_bytes(),
-            state.settings.stripe_webhook_secret().expose(),
-            now,
-        );
-        let delivered = state
-            .http
-            .post(format!("{}/api/webhooks/stripe", state.self_url))
-            .header("content-type", "application/json")
-            .header("stripe-signature", header)
-            .body(body)
-            .send()
-            .await;
-        match delivered {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                tracing::error!(status = %r.status(), "the shop's webhook refused the dev checkout's event");
-                return message(
-                    StatusCode::BAD_GATEWAY,
-                    "Payment not recorded",
-                    "The shop refused the payment event; please try again.",
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot reach the shop's own webhook");
-                return message(
-                    StatusCode::BAD_GATEWAY,
-                    "Payment not recorded",
-                    "The shop could not be reached; please try again.",
-                );
-            }
+        let event = checkout_event(&checkout, paid, now);
+        let secret = state.settings.stripe_webhook_secret();
+        if let Err(e) = deliver(&state.http, &state.self_url, secret.expose(), &event).await {
+            tracing::error!(error = %e, "the dev checkout's event was not recorded");
+            return message(
+                StatusCode::BAD_GATEWAY,
+                "Payment not recorded",
+                "The shop could not record the payment; please try again.",
+            );
         }
     }
     let to = if paid {

@@ -1,6 +1,7 @@
 //! The HTTP side: one router per resource, merged here, with the shared
 //! middleware (request ids, tracing, timeouts, load shedding, metrics).
 
+pub mod admin;
 pub mod checkout;
 pub mod dev_checkout;
 pub mod downloads;
@@ -63,7 +64,11 @@ pub fn api_router(state: AppState) -> Router {
 
 /// The operator listener's routes.
 pub fn ops_router(state: AppState) -> Router {
-    ops::router()
+    let mut router = ops::router();
+    if state.settings.admin.token.is_set() {
+        router = router.merge(admin::router());
+    }
+    router
         .fallback(|| async { error::ApiError::not_found("page") })
         .with_state(state)
 }

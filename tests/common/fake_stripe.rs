@@ -95,7 +95,26 @@ impl FakeStripe {
             )
             .mount(&server)
             .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/refunds"))
+            .and(header_exists("idempotency-key"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "id": "re_test_1", "object": "refund", "status": "succeeded", "amount": 0, "currency": "usd"
+            })))
+            .mount(&server)
+            .await;
         Self { server }
+    }
+
+    /// Every refund Stripe was asked for.
+    pub async fn refunds(&self) -> Vec<Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == "/v1/refunds")
+            .collect()
     }
 
     pub fn uri(&self) -> String {

@@ -8,16 +8,23 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider};
+use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest};
 
 pub struct DevPayments {
     public_url: String,
+    /// This process's own listener, where the dev events go.
+    self_url: String,
+    webhook_secret: String,
+    http: reqwest::Client,
 }
 
 impl DevPayments {
-    pub fn new(public_url: &str) -> Self {
+    pub fn new(public_url: &str, self_url: &str, webhook_secret: &str, http: reqwest::Client) -> Self {
         Self {
             public_url: public_url.trim_end_matches('/').to_owned(),
+            self_url: self_url.trim_end_matches('/').to_owned(),
+            webhook_secret: webhook_secret.to_owned(),
+            http,
         }
     }
 }
@@ -38,6 +45,33 @@ impl PaymentProvider for DevPayments {
                 id,
                 expires_at: request.expires_at,
             })
+        })
+    }
+
+    /// A dev refund is instant: the shop is sent the `charge.refunded`
+    /// Stripe would send.
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>> {
+        Box::pin(async move {
+            let refund_id = format!("re_dev_{}", Uuid::now_v7().simple());
+            let refunded = request.amount.unwrap_or(request.amount_total);
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let event = json!({
+                "id": format!("evt_dev_{}", Uuid::now_v7().simple()),
+                "object": "event",
+                "type": "charge.refunded",
+                "created": now,
+                "livemode": false,
+                "data": {"object": {
+                    "id": format!("ch_dev_{}", Uuid::now_v7().simple()),
+                    "object": "charge",
+                    "amount": request.amount_total,
+                    "amount_refunded": refunded,
+                    "refunded": refunded >= request.amount_total,
+                    "payment_intent": request.payment_intent,
+                }}
+            });
+            deliver(&self.http, &self.self_url, &self.webhook_secret, &event).await?;
+            Ok(refund_id)
         })
     }
 
@@ -90,4 +124,33 @@ pub fn checkout_event(checkout: &DevCheckout, paid: bool, now_unix: i64) -> serd
             "customer_details": {"email": checkout.email},
         }}
     })
+}
+
+/// Sends `event` to the shop's own Stripe webhook at `self_url`, signed with
+/// `secret` as Stripe would sign it.
+pub async fn deliver(
+    http: &reqwest::Client,
+    self_url: &str,
+    secret: &str,
+    event: &serde_json::Value,
+) -> Result<(), PaymentError> {
+    let body = event.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let header = super::signature::sign(body.as_bytes(), secret, now);
+    let response = http
+        .post(format!("{self_url}/api/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| PaymentError::Unavailable(format!("the shop's webhook is unreachable: {e}")))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(PaymentError::Unavailable(format!(
+            "the shop's webhook answered {}",
+            response.status()
+        )))
+    }
 }

@@ -63,4 +63,21 @@ pub trait PaymentProvider: Send + Sync {
     /// Closes an open checkout so it can no longer be paid (best effort: the
     /// customer started a new one or changed the photos).
     fn expire_checkout<'a>(&'a self, checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>>;
+
+    /// Refunds (part of) a payment; returns the provider's refund id. The
+    /// order itself changes when the provider's `charge.refunded` arrives.
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>>;
+}
+
+/// A refund an operator asked for.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub payment_intent: String,
+    /// Minor units; the whole payment when `None`.
+    pub amount: Option<i64>,
+    /// The amount the payment was for (for events that describe the refund).
+    pub amount_total: i64,
+    pub order_ref: String,
+    /// Same key for the same refund: a retried call refunds once.
+    pub idempotency_key: String,
 }

@@ -15,7 +15,9 @@ use stripe_checkout::checkout_session::{
 };
 use time::OffsetDateTime;
 
-use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider};
+use stripe_client_core::{RequestBuilder, StripeMethod};
+
+use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest};
 use crate::config::StripeSettings;
 
 pub struct StripePayments {
@@ -138,6 +140,29 @@ impl PaymentProvider for StripePayments {
         })
     }
 
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>> {
+        Box::pin(async move {
+            let key = IdempotencyKey::new(&request.idempotency_key).map_err(|e| PaymentError::Rejected {
+                status: 400,
+                message: e.to_string(),
+            })?;
+            let params = RefundParams {
+                payment_intent: &request.payment_intent,
+                amount: request.amount,
+                metadata: HashMap::from([("order_id", request.order_ref.as_str())]),
+            };
+            let created: RefundCreated = RequestBuilder::new(StripeMethod::Post, "/refunds")
+                .form(&params)
+                .customize::<RefundCreated>()
+                .request_strategy(RequestStrategy::Idempotent(key))
+                .timeout(self.timeout)
+                .send(&self.client)
+                .await
+                .map_err(classify)?;
+            Ok(created.id)
+        })
+    }
+
     fn expire_checkout<'a>(&'a self, checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>> {
         Box::pin(async move {
             ExpireCheckoutSession::new(checkout_id)
@@ -150,6 +175,21 @@ impl PaymentProvider for StripePayments {
                 .map_err(classify)
         })
     }
+}
+
+/// `POST /v1/refunds` parameters.
+#[derive(serde::Serialize)]
+struct RefundParams<'a> {
+    payment_intent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<i64>,
+    metadata: HashMap<&'a str, &'a str>,
+}
+
+/// The part of a Refund the shop keeps.
+#[derive(miniserde::Deserialize)]
+struct RefundCreated {
+    id: String,
 }
 
 /// An answer whose content the shop does not need.

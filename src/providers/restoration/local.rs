@@ -2,21 +2,29 @@
 //! the blocking pool. The photo is turned upright first (EXIF orientation),
 //! and written back in its own format at its own size.
 
-use std::io::Cursor;
+use std::{io::Cursor, sync::Arc};
 
 use futures::future::BoxFuture;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use tokio::sync::Semaphore;
 
 use super::{RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
 use crate::storage::Storage;
 
 pub struct LocalRestorer {
     storage: Storage,
+    /// The engine is CPU-bound and holds a few float copies of the photo:
+    /// more runs than cores only add memory, so they queue here.
+    engines: Arc<Semaphore>,
 }
 
 impl LocalRestorer {
     pub fn new(storage: Storage) -> Self {
-        Self { storage }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            storage,
+            engines: Arc::new(Semaphore::new(cores)),
+        }
     }
 }
 
@@ -64,6 +72,11 @@ impl Restorer for LocalRestorer {
         _record: RecordSubmission,
     ) -> BoxFuture<'a, Result<Restored, RestoreError>> {
         Box::pin(async move {
+            let _engine = self
+                .engines
+                .acquire()
+                .await
+                .map_err(|e| RestoreError::transient(format!("the engine is shutting down: {e}")))?;
             let input = self.storage.get(&request.input_key).await?;
             let (output, _) = tokio::task::spawn_blocking(move || restore_bytes(&input))
                 .await

@@ -1,0 +1,220 @@
+//! The admin API on the ops listener, behind `Authorization: Bearer
+//! {admin.token}` (compared in constant time; 401 otherwise; the routes do
+//! not exist while no token is set). Every action writes one audit line.
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequestParts, Path, Query, State},
+    http::{StatusCode, header, request::Parts},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    error::{ApiError, ApiResult},
+};
+use crate::{
+    db,
+    domain::{IdKind, OrderStatus, format_id, parse_id},
+    providers::payments::{PaymentError, RefundRequest},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/orders", get(list))
+        .route("/admin/orders/{order_id}", get(show))
+        .route("/admin/orders/{order_id}/refund", post(refund))
+}
+
+/// An operator who presented the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let expected = state.settings.admin.token.expose().as_bytes();
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .as_bytes();
+        if !expected.is_empty() && bool::from(presented.ct_eq(expected)) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin token is required",
+            ))
+        }
+    }
+}
+
+fn order_id(raw: &str) -> ApiResult<Uuid> {
+    parse_id(IdKind::Order, raw).ok_or_else(|| ApiError::not_found("order"))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OrderSummary {
+    id: Uuid,
+    status: String,
+    email: Option<String>,
+    amount_total: i64,
+    image_count: i32,
+    failed_images: i32,
+    created_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+async fn list(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    if let Some(status) = &query.status
+        && status.parse::<OrderStatus>().is_err()
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_status",
+            format!("unknown order status {status:?}"),
+        ));
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    tracing::info!(target: "audit", action = "list_orders", status = ?query.status, limit, "admin action");
+    let rows: Vec<OrderSummary> = sqlx::query_as(
+        "SELECT id, status, email, amount_total, image_count, failed_images, created_at FROM orders
+         WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(&query.status)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let orders: Vec<Value> = rows
+        .into_iter()
+        .map(|o| {
+            json!({"id": format_id(IdKind::Order, o.id), "status": o.status, "email": o.email,
+                   "amount_total": o.amount_total, "images": o.image_count, "failed_images": o.failed_images,
+                   "created_at": o.created_at.format(&time::format_description::well_known::Rfc3339).ok()})
+        })
+        .collect();
+    Ok(Json(json!({ "orders": orders })))
+}
+
+async fn show(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = order_id(&raw)?;
+    tracing::info!(target: "audit", action = "show_order", order_id = %raw, "admin action");
+    let order = db::orders::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let detail: (Value, Value, Value) = sqlx::query_as(
+        "SELECT
+           (SELECT coalesce(json_agg(j ORDER BY j.created_at), '[]') FROM (
+              SELECT id, image_id, status, provider, attempts, max_attempts, external_id, next_attempt_at, last_error,
+                     error_kind, created_at FROM restoration_jobs WHERE order_id = $1) j),
+           (SELECT coalesce(json_agg(e ORDER BY e.created_at), '[]') FROM (
+              SELECT id, idempotency_key, kind, to_email, status, attempts, provider_message_id, last_error, sent_at,
+                     created_at FROM email_queue WHERE order_id = $1) e),
+           (SELECT coalesce(json_agg(v ORDER BY v.id), '[]') FROM (
+              SELECT id, image_id, kind, status, detail, created_at FROM order_events WHERE order_id = $1) v)",
+    )
+    .bind(id)
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Json(json!({
+        "id": format_id(IdKind::Order, order.id),
+        "status": order.status,
+        "email": order.email,
+        "amount_total": order.amount_total,
+        "amount_refunded": order.amount_refunded,
+        "currency": order.currency,
+        "checkout_session_id": order.stripe_checkout_session_id,
+        "payment_intent": order.stripe_payment_intent_id,
+        "failed_images": order.failed_images,
+        "jobs": detail.0,
+        "emails": detail.1,
+        "events": detail.2,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RefundBody {
+    /// Minor units; the rest of the payment when left out.
+    #[serde(default)]
+    amount: Option<i64>,
+}
+
+/// Refunds through the payment provider, with an idempotency key per order
+/// and amount, so a repeated request refunds once.
+async fn refund(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body: RefundBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RefundBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    let id = order_id(&raw)?;
+    let order = db::orders::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let payment_intent = order
+        .stripe_payment_intent_id
+        .clone()
+        .ok_or_else(|| ApiError::conflict("no_payment", "this order has no payment to refund"))?;
+    let refundable = order.amount_total - order.amount_refunded;
+    let amount = body.amount.unwrap_or(refundable);
+    if refundable <= 0 || order.status() == OrderStatus::Refunded {
+        return Err(ApiError::conflict(
+            "already_refunded",
+            "this order is refunded already",
+        ));
+    }
+    if amount <= 0 || amount > refundable {
+        return Err(ApiError::unprocessable(
+            "invalid_amount",
+            format!("the amount must be between 1 and {refundable}"),
+        ));
+    }
+    let order_ref = format_id(IdKind::Order, id);
+    let request = RefundRequest {
+        payment_intent,
+        amount: (amount < order.amount_total).then_some(amount),
+        amount_total: order.amount_total,
+        idempotency_key: format!("refund-{order_ref}-{}-{amount}", order.amount_refunded),
+        order_ref: order_ref.clone(),
+    };
+    let refund_id = state.payments.refund(&request).await.map_err(|e| match e {
+        PaymentError::Rejected { status, message } => {
+            tracing::error!(status, %message, "the payment provider refused the refund");
+            ApiError::new(StatusCode::BAD_GATEWAY, "payment_provider_error", message)
+        }
+        PaymentError::Unavailable(message) => ApiError::unavailable(message),
+    })?;
+    tracing::info!(target: "audit", action = "refund", order_id = %order_ref, amount, refund_id, "admin action");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"order_id": order_ref, "refund_id": refund_id, "amount": amount})),
+    ))
+}
