@@ -135,6 +135,13 @@ async fn create_order(
         return Ok(Applied::Ignored("paid for an upload session without photos"));
     }
     let checkout_row = db::checkouts::get(&mut *tx, &checkout.id).await?;
+    // A checkout for an older set of photos can still be paid (its expiry at
+    // the provider failed): the order gets the photos there are now, and an
+    // operator is told the payment does not match them.
+    let expected = settings.pricing.unit_amount * files.len() as i64;
+    if checkout.amount_total.is_some_and(|paid| paid != expected) {
+        alert(tx, settings, &checkout.id, "amount_mismatch", checkout).await?;
+    }
     let email = checkout
         .email()
         .map(str::to_owned)

@@ -328,6 +328,12 @@ async fn a_request_without_photos_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_multipart");
+    let response = app.client.put(app.url("/api/upload")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test]

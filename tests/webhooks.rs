@@ -358,3 +358,18 @@ async fn with_redis_stopped_a_repeated_event_still_makes_exactly_one_order() {
     assert_eq!(orders(&app).await, 2);
     assert_eq!(confirmations(&app).await, 2);
 }
+
+#[tokio::test]
+async fn a_payment_that_does_not_match_the_photos_makes_the_order_and_alerts_the_operator() {
+    let app = spawn_app().await;
+    let (session, cs) = open_checkout(&app, 2).await;
+    let response = app.post_event(&completed_event(&cs, &session, 500)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(orders(&app).await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM images").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM email_queue WHERE kind = 'admin_alert' AND payload->>'reason' = 'amount_mismatch'")
+            .await,
+        1
+    );
+}

@@ -58,7 +58,15 @@ pub fn api_router(state: AppState) -> Router {
     if dev {
         router = router.merge(dev_checkout::router());
     }
-    let router = router.fallback(|| async { error::ApiError::not_found("page") });
+    let router = router
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method",
+            )
+        });
     middleware::wrap(router, &state.settings).with_state(state)
 }
 

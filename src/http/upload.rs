@@ -8,7 +8,7 @@
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Multipart, Path, State},
+    extract::{DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection},
     http::StatusCode,
     routing::{delete, get, post},
 };
@@ -93,8 +93,15 @@ struct UploadForm {
 
 async fn upload(
     State(state): State<AppState>,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    let multipart = multipart.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "invalid_multipart",
+            format!("send multipart/form-data: {}", e.body_text()),
+        )
+    })?;
     let form = read_form(multipart, &state.settings).await?;
     let now = OffsetDateTime::now_utc();
     let existing = match &form.session_id {
