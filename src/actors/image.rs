@@ -65,10 +65,20 @@ impl Actor for ImageActor {
         args: ImageArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(ImageMsg::Attempt)?;
+        metrics::gauge!("restoreclick_live_actors", "kind" => "image").increment(1.0);
         Ok(ImageState {
             args,
             waiting_on: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("restoreclick_live_actors", "kind" => "image").decrement(1.0);
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(image_id = %state.args.image_id))]

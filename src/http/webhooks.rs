@@ -4,7 +4,13 @@
 //! the fast path for repeats and the `webhook_events` row as the guarantee.
 //! The order is committed before the 200; the actors get it after.
 
-use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::HeaderMap,
+    routing::post,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -31,8 +37,9 @@ pub fn router() -> Router<AppState> {
 async fn replicate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(too_large)?;
     let settings = &state.settings.replicate;
     if !settings.webhooks {
         return Err(ApiError::not_found("page"));
@@ -69,14 +76,20 @@ async fn replicate(
     Ok(Json(json!({"received": true, "duplicate": !fresh})))
 }
 
+/// A body the listener would not read (too large, cut off) as the API's error.
+fn too_large(e: BytesRejection) -> ApiError {
+    ApiError::new(e.status(), "invalid_body", e.body_text())
+}
+
 /// Replicate's signed timestamps are accepted within five minutes.
 const REPLICATE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn stripe(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(too_large)?;
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let settings = &state.settings;
     signature::verify(
