@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod dev_checkout;
 pub mod downloads;
 pub mod error;
+pub mod events;
 pub mod middleware;
 pub mod ops;
 pub mod orders;
@@ -52,6 +53,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(checkout::router())
         .merge(orders::router())
         .merge(downloads::router())
+        .merge(events::router())
         .merge(webhooks::router())
         .merge(pages::router())
         .merge(ops::health_router());

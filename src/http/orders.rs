@@ -59,7 +59,7 @@ pub async fn authorize(
 }
 
 #[derive(Debug, Serialize)]
-struct OrderView {
+pub struct OrderView {
     id: String,
     status: &'static str,
     email: Option<String>,
@@ -106,6 +106,11 @@ async fn show(
     headers: HeaderMap,
 ) -> ApiResult<Json<OrderView>> {
     let order = authorize(&state, &order_id, &headers, &query).await?;
+    Ok(Json(view(&state, order).await?))
+}
+
+/// The order as the API shows it (also the events stream's snapshot).
+pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
     let images = db::orders::images(&state.db, order.id).await?;
     let order_ref = domain::format_id(IdKind::Order, order.id);
     let count = |s: ImageStatus| images.iter().filter(|i| i.status() == s).count();
@@ -135,7 +140,7 @@ async fn show(
             }
         })
         .collect();
-    Ok(Json(OrderView {
+    Ok(OrderView {
         id: order_ref,
         status: order.status().as_str(),
         email: order.email,
@@ -148,7 +153,7 @@ async fn show(
         purged_at: order.purged_at,
         progress,
         images,
-    }))
+    })
 }
 
 /// `…/images/{image_id}/original` or `…/restored`: the photo itself.
