@@ -94,3 +94,39 @@ async fn the_customer_pages_are_served() {
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_names_every_route() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/upload",
+        "/api/upload/{session_id}",
+        "/api/upload/{session_id}/files/{file_id}",
+        "/api/checkout",
+        "/api/checkout/{checkout_session_id}",
+        "/api/orders/{order_id}",
+        "/api/orders/{order_id}/events",
+        "/api/orders/{order_id}/download-links",
+        "/download/{token}",
+        "/api/webhooks/stripe",
+        "/api/webhooks/replicate",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/orders",
+        "/admin/orders/{order_id}",
+        "/admin/orders/{order_id}/refund",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    assert!(paths["/api/upload"]["post"]["responses"]["201"].is_object());
+}

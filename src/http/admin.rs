@@ -74,14 +74,15 @@ struct OrderSummary {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
     limit: Option<i64>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/admin/orders", tag = "admin", params(("status" = Option<String>, Query)), responses((status = 200, description = "orders, newest first"), (status = 401, description = "admin token missing or wrong")))]
+pub(crate) async fn list(
     _admin: Admin,
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -115,7 +116,8 @@ async fn list(
     Ok(Json(json!({ "orders": orders })))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/admin/orders/{order_id}", tag = "admin", params(("order_id" = String, Path)), responses((status = 200, description = "the order with jobs, emails and events"), (status = 401, description = "admin token missing or wrong"), (status = 404, description = "unknown order")))]
+pub(crate) async fn show(
     _admin: Admin,
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -156,7 +158,7 @@ async fn show(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct RefundBody {
+pub(crate) struct RefundBody {
     /// Minor units; the rest of the payment when left out.
     #[serde(default)]
     amount: Option<i64>,
@@ -164,7 +166,8 @@ struct RefundBody {
 
 /// Refunds through the payment provider, with an idempotency key per order
 /// and amount, so a repeated request refunds once.
-async fn refund(
+#[utoipa::path(post, path = "/admin/orders/{order_id}/refund", tag = "admin", request_body(content = String, content_type = "application/json", description = "optional {\"amount\": minor units}"), params(("order_id" = String, Path)), responses((status = 202, description = "refund requested"), (status = 401, description = "admin token missing or wrong"), (status = 409, description = "nothing to refund"), (status = 422, description = "bad amount")))]
+pub(crate) async fn refund(
     _admin: Admin,
     State(state): State<AppState>,
     Path(raw): Path<String>,

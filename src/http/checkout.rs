@@ -32,14 +32,14 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
-struct CreateCheckout {
+pub(crate) struct CreateCheckout {
     session_id: String,
     #[serde(default)]
     email: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct CheckoutCreated {
+pub(crate) struct CheckoutCreated {
     checkout_session_id: String,
     checkout_url: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -50,7 +50,8 @@ struct CheckoutCreated {
 /// made in its last minute still finds them.
 const KEEP_AFTER_CHECKOUT: time::Duration = time::Duration::hours(1);
 
-async fn create(
+#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email")))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateCheckout>, JsonRejection>,
 ) -> ApiResult<Json<CheckoutCreated>> {
@@ -218,14 +219,15 @@ fn is_plausible_email(email: &str) -> bool {
 }
 
 #[derive(Debug, Serialize)]
-struct CheckoutState {
+pub(crate) struct CheckoutState {
     status: &'static str,
     order_id: Option<String>,
     order_token: Option<String>,
 }
 
 /// For the success page. The checkout session id is the secret here.
-async fn show(
+#[utoipa::path(get, path = "/api/checkout/{checkout_session_id}", tag = "checkout", params(("checkout_session_id" = String, Path)), responses((status = 200, description = "status, and order_id and order_token once paid"), (status = 404, description = "unknown checkout")))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     Path(checkout_id): Path<String>,
 ) -> ApiResult<Json<CheckoutState>> {

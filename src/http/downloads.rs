@@ -39,14 +39,15 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Serialize)]
-struct LinkCreated {
+pub(crate) struct LinkCreated {
     url: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
     max_downloads: u32,
 }
 
-async fn create_link(
+#[utoipa::path(post, path = "/api/orders/{order_id}/download-links", tag = "downloads", params(("order_id" = String, Path)), responses((status = 201, description = "url, expires_at, max_downloads"), (status = 404, description = "unknown order, or not yours"), (status = 409, description = "no photo restored yet"), (status = 410, description = "the photos were deleted")))]
+pub(crate) async fn create_link(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Query(query): Query<TokenQuery>,
@@ -88,12 +89,13 @@ async fn create_link(
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct DownloadQuery {
+pub(crate) struct DownloadQuery {
     #[serde(default)]
     include: Option<String>,
 }
 
-async fn download(
+#[utoipa::path(get, path = "/download/{token}", tag = "downloads", params(("token" = String, Path), ("include" = Option<String>, Query, description = "`originals` to add the originals")), responses((status = 200, description = "application/zip, streamed"), (status = 403, description = "unknown, expired or used-up link")))]
+pub(crate) async fn download(
     State(state): State<AppState>,
     Path(secret): Path<String>,
     Query(query): Query<DownloadQuery>,

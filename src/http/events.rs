@@ -50,7 +50,8 @@ struct Tail {
     done: bool,
 }
 
-async fn events(
+#[utoipa::path(get, path = "/api/orders/{order_id}/events", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "text/event-stream: a snapshot, then one event per transition"), (status = 404, description = "unknown order, or not yours")))]
+pub(crate) async fn events(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Query(query): Query<TokenQuery>,

@@ -8,6 +8,7 @@ pub mod downloads;
 pub mod error;
 pub mod events;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod pages;
@@ -54,6 +55,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(orders::router())
         .merge(downloads::router())
         .merge(events::router())
+        .merge(openapi::router())
         .merge(webhooks::router())
         .merge(pages::router())
         .merge(ops::health_router());

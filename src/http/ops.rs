@@ -25,11 +25,13 @@ pub fn router() -> Router<AppState> {
     health_router().route("/metrics", get(metrics))
 }
 
-async fn healthz() -> impl IntoResponse {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is alive")))]
+pub(crate) async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Postgres, Redis and storage answer"), (status = 503, description = "a dependency does not")))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
     let redis = state.dedup.ping().await;
     let storage = state.storage.ping().await.is_ok();
@@ -46,7 +48,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn metrics() -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (ops listener only)")))]
+pub(crate) async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus().map(PrometheusHandle::render).unwrap_or_default(),

@@ -99,7 +99,8 @@ struct ImageView {
     restored_url: Option<String>,
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders", params(("order_id" = String, Path), ("token" = Option<String>, Query, description = "the order token, or send it as a bearer token")), responses((status = 200, description = "the order with its images and progress"), (status = 404, description = "unknown order, or not yours")))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Query(query): Query<TokenQuery>,
@@ -157,7 +158,8 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
 }
 
 /// `…/images/{image_id}/original` or `…/restored`: the photo itself.
-async fn photo(
+#[utoipa::path(get, path = "/api/orders/{order_id}/images/{image_id}/{which}", tag = "orders", params(("order_id" = String, Path), ("image_id" = String, Path), ("which" = String, Path, description = "original or restored")), responses((status = 200, description = "the photo"), (status = 404, description = "unknown, not yours, or not restored yet"), (status = 410, description = "the photos were deleted")))]
+pub(crate) async fn photo(
     State(state): State<AppState>,
     Path((order_id, image_id, which)): Path<(String, String, String)>,
     Query(query): Query<TokenQuery>,
@@ -204,7 +206,7 @@ async fn photo(
 }
 
 #[derive(Debug, Serialize)]
-struct Purged {
+pub(crate) struct Purged {
     id: String,
     #[serde(with = "time::serde::rfc3339")]
     purged_at: OffsetDateTime,
@@ -212,7 +214,8 @@ struct Purged {
 
 /// `DELETE /api/orders/{id}`: the customer's photos are deleted at once
 /// (the order's record stays, saying so). Refused while they are restored.
-async fn purge(
+#[utoipa::path(delete, path = "/api/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "the photos are deleted"), (status = 404, description = "unknown order, or not yours"), (status = 409, description = "still being restored")))]
+pub(crate) async fn purge(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Query(query): Query<TokenQuery>,

@@ -91,7 +91,8 @@ struct UploadForm {
     extra_files: Vec<String>,
 }
 
-async fn upload(
+#[utoipa::path(post, path = "/api/upload", tag = "uploads", request_body(content_type = "multipart/form-data", description = "parts named `files` (photos) and an optional `session_id`"), responses((status = 201, description = "the upload session with its files and price"), (status = 400, description = "a file name that climbs directories"), (status = 404, description = "unknown session"), (status = 409, description = "the session is paid"), (status = 410, description = "the session expired"), (status = 413, description = "a file or photo too large"), (status = 415, description = "not an accepted photo format"), (status = 422, description = "invalid photos (details.files says which)")))]
+pub(crate) async fn upload(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
@@ -413,13 +414,18 @@ pub fn expire_at_provider(state: &AppState, checkout_ids: Vec<String>) {
     });
 }
 
-async fn show(State(state): State<AppState>, Path(session_id): Path<String>) -> ApiResult<Json<SessionView>> {
+#[utoipa::path(get, path = "/api/upload/{session_id}", tag = "uploads", params(("session_id" = String, Path, description = "ups_…")), responses((status = 200, description = "the upload session"), (status = 404, description = "unknown session")))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+) -> ApiResult<Json<SessionView>> {
     let id = domain::parse_id(IdKind::UploadSession, &session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
     Ok(Json(session_view(&state, id).await?))
 }
 
-async fn remove_file(
+#[utoipa::path(delete, path = "/api/upload/{session_id}/files/{file_id}", tag = "uploads", params(("session_id" = String, Path), ("file_id" = String, Path)), responses((status = 200, description = "the session without the file"), (status = 404, description = "unknown session or file"), (status = 409, description = "the session is paid")))]
+pub(crate) async fn remove_file(
     State(state): State<AppState>,
     Path((session_id, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<SessionView>> {

@@ -34,7 +34,8 @@ pub fn router() -> Router<AppState> {
 
 /// Replicate's completion notices (`replicate.webhooks = true`): verified,
 /// recorded once, then handed to the attempt waiting on the prediction.
-async fn replicate(
+#[utoipa::path(post, path = "/api/webhooks/replicate", tag = "webhooks", request_body(content = String, content_type = "application/json", description = "a prediction, signed per Standard Webhooks"), responses((status = 200, description = "received"), (status = 400, description = "bad signature or body"), (status = 404, description = "replicate.webhooks is off")))]
+pub(crate) async fn replicate(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -84,7 +85,8 @@ fn too_large(e: BytesRejection) -> ApiError {
 /// Replicate's signed timestamps are accepted within five minutes.
 const REPLICATE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
 
-async fn stripe(
+#[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks", request_body(content = String, content_type = "application/json", description = "a Stripe event, signed in Stripe-Signature"), responses((status = 200, description = "received (also for duplicates and unhandled types)"), (status = 400, description = "bad signature or body")))]
+pub(crate) async fn stripe(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
