@@ -40,6 +40,7 @@ async fn main() {
         entries.push(Entry {
             name: format!("{i:03}_photo_restored.jpg"),
             key,
+            modified: time::OffsetDateTime::now_utc(),
         });
     }
     let total_mb = (files * mb) as f64;

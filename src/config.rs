@@ -112,6 +112,65 @@ pub struct Settings {
     pub orders: OrderSettings,
     pub retention: RetentionSettings,
     pub cleanup: CleanupSettings,
+    pub monitor: MonitorSettings,
+    pub alerts: AlertSettings,
+}
+
+/// The `Monitor` actor: how often it reads the queues and judges the alerts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// The four alerts' rules (the same as `config/alerts.yml` gives Prometheus).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertSettings {
+    pub queue_backup: QueueBackupRule,
+    pub slow_processing: SlowProcessingRule,
+    pub high_error_rate: ErrorRateRule,
+    pub storage_limit: StorageLimitRule,
+}
+
+/// Photos waiting for or in restoration above `threshold` for `for`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueBackupRule {
+    pub threshold: u64,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+/// The 95th percentile of restoration attempts finished in `window` above
+/// `threshold`, once at least `min_jobs` finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlowProcessingRule {
+    #[serde(with = "humantime_serde")]
+    pub threshold: Duration,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_jobs: u64,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+/// The share of photos that failed among those finished in `window`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorRateRule {
+    pub threshold: f64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub min_jobs: u64,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+/// Stored bytes above `threshold` (a share) of `limit_bytes`; 0 turns it off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageLimitRule {
+    pub limit_bytes: u64,
+    pub threshold: f64,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub hold: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,7 +196,20 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// An upload request may take this long in all (big batches, slow lines).
+    #[serde(with = "humantime_serde")]
+    pub upload_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// Largest body of the JSON routes (uploads and webhooks have their own).
+    pub json_body_limit: usize,
+    pub webhook_body_limit: usize,
+    /// Origins allowed to call the API from another site; empty: none.
+    pub cors_origins: Vec<String>,
+    /// Serve the pages from this directory instead of the embedded copies.
+    pub web_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +235,9 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StorageSettings {
     pub url: String,
+    /// How often the per-area byte counts are set from a listing.
+    #[serde(with = "humantime_serde")]
+    pub usage_reconcile: Duration,
     pub endpoint: String,
     pub region: String,
     pub access_key_id: String,
@@ -238,6 +313,10 @@ pub struct RestorationSettings {
     #[serde(deserialize_with = "empty_as_none")]
     pub provider: Option<RestorationProvider>,
     pub concurrency: usize,
+    /// While the queue is backed up the Monitor raises the pool's
+    /// concurrency by `concurrency_step` per tick up to this.
+    pub max_concurrency: usize,
+    pub concurrency_step: usize,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
@@ -370,6 +449,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("uploads.allowed_types")
+                    .with_list_parse_key("http.cors_origins")
                     .try_parsing(true)
                     .source(Some(env.iter().cloned().collect())),
             );
@@ -434,9 +514,7 @@ impl Settings {
         if self.app.secret_key.expose().len() < 16 {
             return Err(invalid("app.secret_key", "must be at least 16 characters"));
         }
-        if self.http.max_concurrent_requests == 0 {
-            return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
-        }
+        self.validate_http()?;
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -476,6 +554,16 @@ impl Settings {
         if self.restoration.concurrency == 0 {
             return Err(invalid("restoration.concurrency", "must be at least 1"));
         }
+        if self.restoration.max_concurrency < self.restoration.concurrency {
+            return Err(invalid(
+                "restoration.max_concurrency",
+                "must be at least restoration.concurrency",
+            ));
+        }
+        if self.restoration.concurrency_step == 0 {
+            return Err(invalid("restoration.concurrency_step", "must be at least 1"));
+        }
+        self.validate_alerts()?;
         if self.restoration.max_attempts == 0 {
             return Err(invalid("restoration.max_attempts", "must be at least 1"));
         }
@@ -521,6 +609,74 @@ impl Settings {
         }
         if self.orders.lease_ttl < Duration::from_secs(2) {
             return Err(invalid("orders.lease_ttl", "must be at least 2s"));
+        }
+        Ok(())
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        if self.monitor.interval.is_zero() {
+            return Err(invalid("monitor.interval", "must be longer than zero"));
+        }
+        if self.storage.usage_reconcile.is_zero() {
+            return Err(invalid("storage.usage_reconcile", "must be longer than zero"));
+        }
+        let a = &self.alerts;
+        if a.slow_processing.threshold.is_zero() || a.slow_processing.window.is_zero() {
+            return Err(invalid(
+                "alerts.slow_processing.threshold",
+                "the threshold and window must be longer than zero",
+            ));
+        }
+        if !(a.high_error_rate.threshold > 0.0 && a.high_error_rate.threshold <= 1.0) {
+            return Err(invalid(
+                "alerts.high_error_rate.threshold",
+                "must be a share in (0, 1]",
+            ));
+        }
+        if a.high_error_rate.window.is_zero() {
+            return Err(invalid(
+                "alerts.high_error_rate.window",
+                "must be longer than zero",
+            ));
+        }
+        if !(a.storage_limit.threshold > 0.0 && a.storage_limit.threshold <= 1.0) {
+            return Err(invalid(
+                "alerts.storage_limit.threshold",
+                "must be a share in (0, 1]",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        if h.max_concurrent_requests == 0 {
+            return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
+        }
+        for (key, timeout) in [
+            ("http.request_timeout", h.request_timeout),
+            ("http.upload_timeout", h.upload_timeout),
+            ("http.body_idle_timeout", h.body_idle_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if h.json_body_limit < 1024 {
+            return Err(invalid("http.json_body_limit", "must be at least 1024 bytes"));
+        }
+        if h.webhook_body_limit < 1024 {
+            return Err(invalid("http.webhook_body_limit", "must be at least 1024 bytes"));
+        }
+        if let Some(bad) = h
+            .cors_origins
+            .iter()
+            .find(|o| o.as_str() != "*" && (url_with_host(o).is_none() || o.ends_with('/')))
+        {
+            return Err(invalid(
+                "http.cors_origins",
+                format!("{bad:?} is not an origin like https://shop.example"),
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod mail;
 pub mod providers;
 pub mod restoration;
+pub mod retry;
 pub mod startup;
 pub mod storage;
 pub mod sweeper;

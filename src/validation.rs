@@ -81,16 +81,36 @@ pub struct ValidPhoto {
     pub sha256: String,
 }
 
+/// A size as a customer reads it ("50 MB"; megabytes of 2^20 bytes).
+fn human_bytes(bytes: u64) -> String {
+    const MB: u64 = 1 << 20;
+    match bytes {
+        b if b >= MB && b % MB == 0 => format!("{} MB", b / MB),
+        b if b >= MB => format!("{:.1} MB", b as f64 / MB as f64),
+        b if b >= 1024 => format!("{} KB", b / 1024),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// A pixel count as a customer reads it ("100 megapixels").
+fn human_pixels(pixels: u64) -> String {
+    if pixels >= 1_000_000 {
+        format!("{} megapixels", (pixels as f64 / 1e6 * 10.0).round() / 10.0)
+    } else {
+        format!("{pixels} pixels")
+    }
+}
+
 /// Why a file was refused; each maps to an error code of the API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("the file is empty")]
     Empty,
-    #[error("the file is larger than the limit of {limit} bytes")]
+    #[error("the file is larger than the limit of {}", human_bytes(*limit))]
     TooLarge { limit: u64 },
     #[error("the file is not a photo in an accepted format ({accepted})")]
     UnsupportedType { accepted: String },
-    #[error("the photo is {width}×{height} pixels, more than the limit of {limit} pixels")]
+    #[error("the photo is {width}×{height} pixels, more than the limit of {}", human_pixels(*limit))]
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("the photo is {width}×{height} pixels; each side must be at least {min} pixels")]
     TooSmall { width: u32, height: u32, min: u32 },
@@ -249,6 +269,26 @@ mod tests {
             min_dimension: 16,
             allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
         }
+    }
+
+    #[test]
+    fn limits_read_in_units_a_customer_knows() {
+        assert_eq!(
+            Rejection::TooLarge { limit: 50 << 20 }.to_string(),
+            "the file is larger than the limit of 50 MB"
+        );
+        assert_eq!(human_bytes(1536 << 10), "1.5 MB");
+        assert_eq!(human_bytes(2048), "2 KB");
+        let pixels = Rejection::TooManyPixels {
+            width: 30000,
+            height: 30000,
+            limit: 100_000_000,
+        };
+        assert_eq!(
+            pixels.to_string(),
+            "the photo is 30000×30000 pixels, more than the limit of 100 megapixels"
+        );
+        assert_eq!(human_pixels(2_500_000), "2.5 megapixels");
     }
 
     fn encode(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {

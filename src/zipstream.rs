@@ -8,11 +8,27 @@ use futures::{AsyncWriteExt, TryStreamExt};
 
 use crate::storage::Storage;
 
-/// One file of an archive: where it is stored, and its name inside.
+/// One file of an archive: where it is stored, its name inside, and the
+/// time the archive gives it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub key: String,
     pub name: String,
+    pub modified: time::OffsetDateTime,
+}
+
+/// A ZIP (DOS) timestamp: local time with two-second steps from 1980; the
+/// shop's times are UTC.
+fn zip_date(t: time::OffsetDateTime) -> async_zip::ZipDateTime {
+    let t = t.max(time::macros::datetime!(1980-01-01 0:00 UTC));
+    async_zip::ZipDateTimeBuilder::new()
+        .year(t.year())
+        .month(u32::from(u8::from(t.month())))
+        .day(u32::from(t.day()))
+        .hour(u32::from(t.hour()))
+        .minute(u32::from(t.minute()))
+        .second(u32::from(t.second()))
+        .build()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +83,7 @@ pub async fn build_cache(
     let mut writer = storage.writer(&key);
     write_zip(&mut writer, storage.clone(), entries).await?;
     tokio::io::AsyncWriteExt::shutdown(&mut writer).await?;
+    storage.record_written(&key).await?;
     Ok(key)
 }
 
@@ -78,7 +95,9 @@ where
     let mut zip = ZipFileWriter::with_tokio(out);
     for entry in entries {
         let mut stream = storage.get_stream(&entry.key).await?;
-        let builder = ZipEntryBuilder::new(entry.name.into(), Compression::Stored).unix_permissions(0o644);
+        let builder = ZipEntryBuilder::new(entry.name.into(), Compression::Stored)
+            .unix_permissions(0o644)
+            .last_modification_date(zip_date(entry.modified));
         let mut writer = zip.write_entry_stream(builder).await?;
         while let Some(chunk) = stream.try_next().await? {
             writer.write_all(&chunk).await?;
@@ -87,4 +106,19 @@ where
     }
     zip.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_dates_are_real_dates() {
+        let d = zip_date(time::macros::datetime!(2026-12-01 17:45:31 UTC));
+        assert_eq!((d.year(), d.month(), d.day()), (2026, 12, 1));
+        assert_eq!((d.hour(), d.minute()), (17, 45));
+        assert_eq!(d.second(), 30, "two-second steps");
+        let old = zip_date(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!((old.year(), old.month(), old.day()), (1980, 1, 1));
+    }
 }

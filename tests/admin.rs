@@ -177,3 +177,173 @@ async fn a_stripe_refund_carries_an_idempotency_key_and_lands_with_charge_refund
         1
     );
 }
+
+/// The ids of an order's jobs, in photo order, as the admin API shows them.
+async fn job_ids(app: &TestApp, order: &str) -> Vec<String> {
+    let detail: Value = admin(
+        app,
+        reqwest::Method::GET,
+        &format!("/admin/orders/{order}"),
+        Some(TOKEN),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut jobs: Vec<(String, String)> = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["created_at"].as_str().unwrap_or_default().to_owned(),
+                j["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    jobs.into_iter().map(|(_, id)| id).collect()
+}
+
+async fn retry(app: &TestApp, job: &str, token: Option<&str>) -> reqwest::Response {
+    admin(
+        app,
+        reqwest::Method::POST,
+        &format!("/admin/jobs/{job}/retry"),
+        token,
+    )
+    .await
+}
+
+fn scripted_admin(s: &mut restoreclick::config::Settings) {
+    s.admin.token = restoreclick::config::Secret::new(TOKEN);
+}
+
+#[tokio::test]
+async fn a_failed_photo_of_a_finished_order_is_restored_on_an_operators_retry() {
+    use common::restorers::{Script, spawn_scripted};
+    let (app, restorer) = spawn_scripted(
+        Script {
+            failing: true,
+            ..Default::default()
+        },
+        scripted_admin,
+    )
+    .await;
+    let (order, token) = app.paid_order(2).await;
+    let failed = wait_for_order(&app, &order, &token, &["failed"], Duration::from_secs(30)).await;
+    assert_eq!(failed["progress"]["failed"], 2);
+    let jobs = job_ids(&app, &order).await;
+    assert!(jobs.iter().all(|j| j.starts_with("job_")), "{jobs:?}");
+
+    restorer.fail(false);
+    let r = retry(&app, &jobs[0], Some(TOKEN)).await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["order_id"], order.as_str());
+    assert_eq!(body["retry_round"], 1);
+    let partial = wait_for_order(&app, &order, &token, &["completed"], Duration::from_secs(30)).await;
+    assert_eq!(partial["progress"]["completed"], 1);
+    assert_eq!(partial["progress"]["failed"], 1);
+
+    // The same job again is refused; the other failed one is retried.
+    let again = retry(&app, &jobs[0], Some(TOKEN)).await;
+    assert_eq!(again.status(), 409);
+    let r = retry(&app, &jobs[1], Some(TOKEN)).await;
+    assert_eq!(r.status(), 202);
+    common::eventually(Duration::from_secs(30), "both photos restored", || async {
+        let (_, o) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
+        o["status"] == "completed" && o["progress"]["completed"] == 2
+    })
+    .await;
+    let (_, done) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
+    assert!(
+        done["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["error"].is_null()),
+        "{done}"
+    );
+
+    // One outcome email per round: failed, then partly restored, then complete.
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT idempotency_key, kind FROM email_queue WHERE idempotency_key LIKE '%outcome%' ORDER BY created_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "restoration_failed",
+            "restoration_complete",
+            "restoration_complete"
+        ]
+    );
+    assert!(
+        keys[1].0.ends_with(":outcome:retry1") && keys[2].0.ends_with(":outcome:retry2"),
+        "{keys:?}"
+    );
+    let retried_events = app
+        .count("SELECT count(*) FROM order_events WHERE detail->>'by' = 'operator'")
+        .await;
+    assert_eq!(retried_events, 4, "an image and an order entry per retry");
+    let attempts: Vec<(i32, i32)> = sqlx::query_as("SELECT attempts, max_attempts FROM restoration_jobs")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(attempts.iter().all(|(a, m)| *a == 2 && *m == 4), "{attempts:?}");
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_for_live_refunded_or_unknown_work() {
+    use common::restorers::{Script, spawn_scripted};
+    let (app, restorer) = spawn_scripted(
+        Script {
+            failing: true,
+            held: true,
+            ..Default::default()
+        },
+        scripted_admin,
+    )
+    .await;
+    let (order, token) = app.paid_order(1).await;
+    let jobs = job_ids(&app, &order).await;
+    let live = retry(&app, &jobs[0], Some(TOKEN)).await;
+    assert_eq!(live.status(), 409, "a job still at work is not failed");
+    let body: Value = live.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "order_in_progress");
+
+    restorer.open();
+    wait_for_order(&app, &order, &token, &["failed"], Duration::from_secs(30)).await;
+    assert_eq!(retry(&app, &jobs[0], None).await.status(), 401);
+    assert_eq!(retry(&app, &jobs[0], Some("wrong")).await.status(), 401);
+    assert_eq!(
+        retry(&app, "job_00000000000000000000000000000000", Some(TOKEN))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(retry(&app, "not-a-job", Some(TOKEN)).await.status(), 404);
+
+    let r = admin(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/orders/{order}/refund"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let refunded = retry(&app, &jobs[0], Some(TOKEN)).await;
+    assert_eq!(refunded.status(), 409);
+    let body: Value = refunded.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "order_refunded");
+    assert_eq!(
+        app.count("SELECT count(*) FROM restoration_jobs WHERE status = 'failed'")
+            .await,
+        1,
+        "nothing was reopened"
+    );
+}

@@ -96,6 +96,20 @@ async fn the_customer_pages_are_served() {
 }
 
 #[tokio::test]
+async fn the_price_and_limits_are_known_before_any_upload() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/api/pricing").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["unit_amount"], 500);
+    assert_eq!(body["currency"], "usd");
+    assert_eq!(body["max_files"], 50);
+    assert_eq!(
+        body["accepted_types"],
+        serde_json::json!(["jpeg", "png", "webp", "tiff"])
+    );
+}
+
+#[tokio::test]
 async fn the_openapi_document_names_every_route() {
     let app = spawn_app().await;
     let r = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
@@ -121,6 +135,9 @@ async fn the_openapi_document_names_every_route() {
         "/admin/orders",
         "/admin/orders/{order_id}",
         "/admin/orders/{order_id}/refund",
+        "/admin/jobs/{job_id}/retry",
+        "/api/pricing",
+        "/api/upload/{session_id}/files/{file_id}",
     ] {
         assert!(
             paths.contains_key(path),

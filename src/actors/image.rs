@@ -52,6 +52,9 @@ pub struct ImageState {
     /// The attempt this actor is waiting on, if any. A job found
     /// `processing` while this is `None` was cut off by a crash or restart.
     waiting_on: Option<u32>,
+    /// The job's budget of attempts, as its row last said (an operator's
+    /// retry raises it).
+    max_attempts: u32,
 }
 
 impl Actor for ImageActor {
@@ -67,6 +70,7 @@ impl Actor for ImageActor {
         myself.cast(ImageMsg::Attempt)?;
         metrics::gauge!("restoreclick_live_actors", "kind" => "image").increment(1.0);
         Ok(ImageState {
+            max_attempts: args.ctx.settings.restoration.max_attempts,
             args,
             waiting_on: None,
         })
@@ -130,6 +134,7 @@ impl ImageState {
     /// Takes the next step the rows call for.
     async fn step(&mut self, myself: &ActorRef<ImageMsg>) -> Result<(), ActorProcessingErr> {
         let (job, image) = self.load().await?;
+        self.max_attempts = job.max_attempts.max(1) as u32;
         match job.status() {
             JobStatus::Completed | JobStatus::Failed => {
                 self.report(myself, job.status() == JobStatus::Completed)
@@ -240,6 +245,7 @@ impl ImageState {
             }
         }
         tx.commit().await?;
+        metrics::counter!("restoreclick_images_total", "outcome" => "completed").increment(1);
         tracing::info!(%job_id, "image restored");
         self.report(myself, true)
     }
@@ -253,7 +259,7 @@ impl ImageState {
         error: RestoreError,
     ) -> Result<(), ActorProcessingErr> {
         let settings = &self.ctx().settings.restoration;
-        let retry = error.kind == ErrorKind::Transient && attempt < settings.max_attempts;
+        let retry = error.kind == ErrorKind::Transient && attempt < self.max_attempts;
         let mut tx = self.ctx().db.begin().await?;
         if retry {
             let jitter = rand::rng().random_range(0.75..1.25);
@@ -299,6 +305,7 @@ impl ImageState {
             }
         }
         tx.commit().await?;
+        metrics::counter!("restoreclick_images_total", "outcome" => "failed").increment(1);
         tracing::warn!(%job_id, attempt, error = %error.message, "image failed");
         self.report(myself, false)
     }

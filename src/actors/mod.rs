@@ -91,6 +91,7 @@ impl Actors {
             mailer,
             orders: orders.clone(),
             pool: Handle::default(),
+            cleanup: Handle::default(),
         };
         let (root, handle) = Actor::spawn(None, RootSupervisor, args).await?;
         Ok((Self { root, orders }, handle))

@@ -243,6 +243,7 @@ impl OrderState {
             }
         }
         tx.commit().await?;
+        metrics::counter!("restoreclick_images_total", "outcome" => "failed").increment(1);
         Ok(())
     }
 
@@ -300,9 +301,13 @@ pub async fn finish_order(ctx: &ActorContext, order_id: Uuid) -> Result<(), Acto
             "photos": images.len(),
             "failed_photos": failed.iter().map(|i| json!({"filename": i.filename, "error": i.error})).collect::<Vec<_>>(),
         });
+        let key = match order.retry_round {
+            0 => format!("order:{}:outcome", order_id.simple()),
+            round => format!("order:{}:outcome:retry{round}", order_id.simple()),
+        };
         db::emails::enqueue(
             &mut tx,
-            &format!("order:{}:outcome", order_id.simple()),
+            &key,
             Some(order_id),
             kind,
             email,

@@ -62,12 +62,14 @@ impl Actor for RestorationPool {
         _myself: ActorRef<Self::Msg>,
         args: PoolArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let limit = args.concurrency.max(1);
+        metrics::gauge!("restoreclick_pool_concurrency").set(limit as f64);
         Ok(PoolState {
             restorer: args.restorer,
             db: args.db,
             queue: VecDeque::new(),
             in_flight: 0,
-            limit: args.concurrency.max(1),
+            limit,
         })
     }
 
@@ -80,7 +82,10 @@ impl Actor for RestorationPool {
         match msg {
             PoolMsg::Restore(request, reply_to) => state.queue.push_back((request, reply_to)),
             PoolMsg::SlotFreed => state.in_flight = state.in_flight.saturating_sub(1),
-            PoolMsg::SetConcurrency(limit) => state.limit = limit.max(1),
+            PoolMsg::SetConcurrency(limit) => {
+                state.limit = limit.max(1);
+                metrics::gauge!("restoreclick_pool_concurrency").set(state.limit as f64);
+            }
         }
         state.pump(&myself);
         metrics::gauge!("restoreclick_pool_waiting").set(state.queue.len() as f64);

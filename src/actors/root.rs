@@ -12,9 +12,9 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::{
     ActorContext, Handle,
-    cleanup::Cleanup,
+    cleanup::{Cleanup, CleanupMsg},
     mailer::{Mailer, MailerArgs},
-    monitor::Monitor,
+    monitor::{Monitor, MonitorArgs},
     restoration_pool::{PoolArgs, PoolMsg, RestorationPool},
     supervisor::{OrderSupervisor, OrderSupervisorMsg, SupervisorArgs},
 };
@@ -33,6 +33,7 @@ pub struct RootArgs {
     pub owner: String,
     pub orders: Handle<OrderSupervisorMsg>,
     pub pool: Handle<PoolMsg>,
+    pub cleanup: Handle<CleanupMsg>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,14 +156,22 @@ impl RootState {
                     .0
                     .get_cell()
             }
-            Child::Cleanup => Actor::spawn_linked(None, Cleanup, ctx, myself.get_cell())
-                .await?
-                .0
-                .get_cell(),
-            Child::Monitor => Actor::spawn_linked(None, Monitor, ctx, myself.get_cell())
-                .await?
-                .0
-                .get_cell(),
+            Child::Cleanup => {
+                let (cleanup, _) = Actor::spawn_linked(None, Cleanup, ctx, myself.get_cell()).await?;
+                self.args.cleanup.set(cleanup.clone());
+                cleanup.get_cell()
+            }
+            Child::Monitor => {
+                let args = MonitorArgs {
+                    ctx,
+                    pool: self.args.pool.clone(),
+                    cleanup: self.args.cleanup.clone(),
+                };
+                Actor::spawn_linked(None, Monitor, args, myself.get_cell())
+                    .await?
+                    .0
+                    .get_cell()
+            }
         };
         self.children.push((cell, child));
         Ok(())

@@ -65,7 +65,8 @@ pub struct EmailRow {
 
 /// Claims up to `limit` due emails for `owner` until `lease_secs` from now:
 /// `pending` ones whose time has come, and `sending` ones whose sender's
-/// lease ran out (it died mid-send). Each claim counts an attempt.
+/// lease ran out (it died mid-send). Each claim counts an attempt. Oldest
+/// first, so an order's confirmation goes out before its outcome.
 pub async fn claim_due(
     db: impl sqlx::PgExecutor<'_>,
     owner: &str,
@@ -73,16 +74,19 @@ pub async fn claim_due(
     limit: i64,
 ) -> Result<Vec<EmailRow>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE email_queue SET status = 'sending', locked_by = $1, lease_until = now() + make_interval(secs => $2),
-                attempts = attempts + 1, updated_at = now()
-         WHERE id IN (
-             SELECT id FROM email_queue
-             WHERE (status = 'pending' AND next_attempt_at <= now())
-                OR (status = 'sending' AND lease_until < now())
-             ORDER BY next_attempt_at
-             LIMIT $3
-             FOR NO KEY UPDATE SKIP LOCKED)
-         RETURNING id, order_id, kind, to_email, payload, attempts, max_attempts",
+        "WITH claimed AS (
+             UPDATE email_queue SET status = 'sending', locked_by = $1,
+                    lease_until = now() + make_interval(secs => $2), attempts = attempts + 1, updated_at = now()
+             WHERE id IN (
+                 SELECT id FROM email_queue
+                 WHERE (status = 'pending' AND next_attempt_at <= now())
+                    OR (status = 'sending' AND lease_until < now())
+                 ORDER BY next_attempt_at
+                 LIMIT $3
+                 FOR NO KEY UPDATE SKIP LOCKED)
+             RETURNING id, order_id, kind, to_email, payload, attempts, max_attempts, next_attempt_at, created_at)
+         SELECT id, order_id, kind, to_email, payload, attempts, max_attempts FROM claimed
+         ORDER BY next_attempt_at, created_at",
     )
     .bind(owner)
     .bind(lease_secs)

@@ -38,6 +38,60 @@ pub async fn by_image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<
     .await
 }
 
+pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM restoration_jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The job, locked for the caller's transaction.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM restoration_jobs WHERE id = $1 FOR NO KEY UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// `failed → queued` for an operator's retry: due now, with `extra_attempts`
+/// more than it has spent; its image goes back to `processing`, its error cleared.
+pub async fn retry_failed(
+    conn: &mut PgConnection,
+    job: &JobRow,
+    extra_attempts: i32,
+) -> Result<bool, sqlx::Error> {
+    JobStatus::Failed
+        .transition(JobStatus::Queued)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    ImageStatus::Failed
+        .transition(ImageStatus::Processing)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done = sqlx::query(
+        "UPDATE restoration_jobs SET status = 'queued', max_attempts = attempts + $2, next_attempt_at = now(),
+                external_id = NULL, last_error = NULL, error_kind = NULL, finished_at = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'failed'",
+    )
+    .bind(job.id)
+    .bind(extra_attempts)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let done = sqlx::query(
+        "UPDATE images SET status = 'processing', error = NULL, completed_at = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'failed'",
+    )
+    .bind(job.image_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Moves a job between two states that carry no extra facts.
 async fn set(conn: &mut PgConnection, id: Uuid, from: JobStatus, to: JobStatus) -> Result<bool, sqlx::Error> {
     from.transition(to)

@@ -7,6 +7,7 @@
 //! entry, a `file_uploads` row), which `FOR UPDATE` would block and turn into
 //! deadlocks.
 
+pub mod alerts;
 pub mod checkouts;
 pub mod cleanup;
 pub mod downloads;
@@ -14,6 +15,7 @@ pub mod emails;
 pub mod events;
 pub mod jobs;
 pub mod leases;
+pub mod monitor;
 pub mod orders;
 pub mod uploads;
 pub mod webhooks;

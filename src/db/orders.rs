@@ -25,6 +25,8 @@ pub struct OrderRow {
     pub completed_at: Option<OffsetDateTime>,
     pub refunded_at: Option<OffsetDateTime>,
     pub purged_at: Option<OffsetDateTime>,
+    /// How many times an operator reopened the order to retry photos.
+    pub retry_round: i32,
 }
 
 impl OrderRow {
@@ -33,7 +35,7 @@ impl OrderRow {
     }
 }
 
-const ORDER_COLUMNS: &str = "id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id, email, status, access_token_hash, amount_total, amount_refunded, currency, image_count, failed_images, created_at, updated_at, completed_at, refunded_at, purged_at";
+const ORDER_COLUMNS: &str = "id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id, email, status, access_token_hash, amount_total, amount_refunded, currency, image_count, failed_images, created_at, updated_at, completed_at, refunded_at, purged_at, retry_round";
 
 /// An image with what its restoration job says about it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -381,4 +383,25 @@ pub async fn fail_unfinished(conn: &mut PgConnection, id: Uuid, reason: &str) ->
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// `completed | failed → processing` for an operator's retry: the order is
+/// unleased (any instance may take it) and starts a new retry round, whose
+/// number it returns.
+pub async fn reopen(
+    conn: &mut PgConnection,
+    id: Uuid,
+    from: OrderStatus,
+) -> Result<Option<i32>, sqlx::Error> {
+    from.transition(OrderStatus::Processing)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    sqlx::query_scalar(
+        "UPDATE orders SET status = 'processing', retry_round = retry_round + 1, completed_at = NULL,
+                owner_id = NULL, lease_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = $2 RETURNING retry_round",
+    )
+    .bind(id)
+    .bind(from.as_str())
+    .fetch_optional(conn)
+    .await
 }

@@ -1,6 +1,7 @@
 //! Pure domain types and rules: state machines, ids, file names, tokens.
 //! No I/O lives here.
 
+pub mod alerts;
 pub mod backoff;
 pub mod filename;
 pub mod ids;

@@ -80,7 +80,8 @@ macro_rules! state_machine {
 }
 
 state_machine! {
-    /// An order: paid work from payment to outcome.
+    /// An order: paid work from payment to outcome. An operator's retry of a
+    /// failed photo reopens a finished order (`completed`/`failed → processing`).
     OrderStatus ("order") {
         states: {
             PendingPayment => "pending_payment",
@@ -96,6 +97,9 @@ state_machine! {
             PendingPayment -> Refunded,
             Processing -> Refunded,
             Completed -> Refunded,
+            Failed -> Refunded,
+            Completed -> Processing,
+            Failed -> Processing,
         ],
         terminal: [Completed, Failed, Refunded],
     }
@@ -110,7 +114,8 @@ impl OrderStatus {
 
 state_machine! {
     /// One photo of an order. `pending`/`uploaded` may fail without being
-    /// processed: its original was lost, or its order was cancelled.
+    /// processed: its original was lost, or its order was cancelled. An
+    /// operator may retry a failed photo (`failed → processing`).
     ImageStatus ("image") {
         states: {
             Pending => "pending",
@@ -126,6 +131,7 @@ state_machine! {
             Processing -> Failed,
             Pending -> Failed,
             Uploaded -> Failed,
+            Failed -> Processing,
         ],
         terminal: [Completed, Failed],
     }
@@ -321,6 +327,9 @@ mod tests {
                 (PendingPayment, Refunded),
                 (Processing, Refunded),
                 (Completed, Refunded),
+                (Failed, Refunded),
+                (Completed, Processing),
+                (Failed, Processing),
             ],
         );
         round_trip(OrderStatus::ALL);
@@ -339,6 +348,7 @@ mod tests {
                 (Processing, Failed),
                 (Pending, Failed),
                 (Uploaded, Failed),
+                (Failed, Processing),
             ],
         );
         round_trip(ImageStatus::ALL);

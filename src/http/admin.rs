@@ -22,6 +22,7 @@ use crate::{
     db,
     domain::{IdKind, OrderStatus, format_id, parse_id},
     providers::payments::{PaymentError, RefundRequest},
+    retry::RetryError,
 };
 
 pub fn router() -> Router<AppState> {
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/orders", get(list))
         .route("/admin/orders/{order_id}", get(show))
         .route("/admin/orders/{order_id}/refund", post(refund))
+        .route("/admin/jobs/{job_id}/retry", post(retry))
 }
 
 /// An operator who presented the admin token.
@@ -141,9 +143,13 @@ pub(crate) async fn show(
     .bind(id)
     .fetch_one(&state.db)
     .await?;
+    let (mut jobs, emails, mut events) = detail;
+    prefix_ids(&mut jobs, &[("id", IdKind::Job), ("image_id", IdKind::Image)]);
+    prefix_ids(&mut events, &[("image_id", IdKind::Image)]);
     Ok(Json(json!({
         "id": format_id(IdKind::Order, order.id),
         "status": order.status,
+        "retry_round": order.retry_round,
         "email": order.email,
         "amount_total": order.amount_total,
         "amount_refunded": order.amount_refunded,
@@ -151,10 +157,61 @@ pub(crate) async fn show(
         "checkout_session_id": order.stripe_checkout_session_id,
         "payment_intent": order.stripe_payment_intent_id,
         "failed_images": order.failed_images,
-        "jobs": detail.0,
-        "emails": detail.1,
-        "events": detail.2,
+        "jobs": jobs,
+        "emails": emails,
+        "events": events,
     })))
+}
+
+/// Shows the ids of `rows` (JSON objects) as the API does (`job_…`, `img_…`).
+fn prefix_ids(rows: &mut Value, fields: &[(&str, IdKind)]) {
+    for row in rows.as_array_mut().into_iter().flatten() {
+        for (field, kind) in fields {
+            let id = row[*field].as_str().and_then(|s| Uuid::try_parse(s).ok());
+            if let Some(id) = id {
+                row[*field] = Value::String(format_id(*kind, id));
+            }
+        }
+    }
+}
+
+/// `POST /admin/jobs/{job_id}/retry`: a failed photo of a finished order is
+/// restored again, with a fresh budget of attempts (see [`crate::retry`]).
+#[utoipa::path(post, path = "/admin/jobs/{job_id}/retry", tag = "admin", params(("job_id" = String, Path, description = "job_… (or the bare UUID)")), responses((status = 202, description = "the photo is queued again and its order reopened"), (status = 401, description = "admin token missing or wrong"), (status = 404, description = "unknown job"), (status = 409, description = "the job is not failed, or its order is live, refunded or purged")))]
+pub(crate) async fn retry(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let job_id = parse_id(IdKind::Job, &raw)
+        .or_else(|| Uuid::try_parse(&raw).ok())
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let retried = crate::retry::retry_job(&state.db, &state.storage, &state.settings, job_id)
+        .await
+        .map_err(|e| match e {
+            RetryError::NotFound => ApiError::not_found("job"),
+            RetryError::NotFailed(_) => ApiError::conflict("job_not_failed", e.to_string()),
+            RetryError::OrderLive(_) => ApiError::conflict("order_in_progress", e.to_string()),
+            RetryError::Refunded => ApiError::conflict("order_refunded", e.to_string()),
+            RetryError::Purged => ApiError::conflict("photos_purged", e.to_string()),
+            RetryError::NoOriginal => ApiError::conflict("no_original", e.to_string()),
+            RetryError::Database(e) => e.into(),
+            RetryError::Storage(e) => e.into(),
+        })?;
+    state.actors.dispatch(retried.order_id);
+    let job = format_id(IdKind::Job, retried.job_id);
+    let order = format_id(IdKind::Order, retried.order_id);
+    tracing::info!(target: "audit", action = "retry_job", job_id = %job, order_id = %order, retry_round = retried.retry_round, "admin action");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job_id": job,
+            "image_id": format_id(IdKind::Image, retried.image_id),
+            "order_id": order,
+            "status": "queued",
+            "retry_round": retried.retry_round,
+        })),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

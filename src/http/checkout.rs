@@ -55,7 +55,11 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateCheckout>, JsonRejection>,
 ) -> ApiResult<Json<CheckoutCreated>> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_json", e.body_text()))?;
+    let Json(body) = body.map_err(|e| match (ApiError::body_timeout(&e), e.status()) {
+        (Some(timeout), _) => timeout,
+        (None, axum::http::StatusCode::PAYLOAD_TOO_LARGE) => ApiError::from_status(e.status(), e.body_text()),
+        (None, _) => ApiError::bad_request("invalid_json", e.body_text()),
+    })?;
     let email = match body.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
         Some(e) if is_plausible_email(e) => Some(e.to_owned()),
         Some(_) => {

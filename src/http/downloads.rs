@@ -181,6 +181,7 @@ async fn entries(state: &AppState, order_id: Uuid, with_originals: bool) -> ApiR
             i.restored_key.as_ref().map(|k| Entry {
                 name: base(k),
                 key: k.clone(),
+                modified: i.completed_at.unwrap_or(i.created_at),
             })
         })
         .collect();
@@ -192,6 +193,7 @@ async fn entries(state: &AppState, order_id: Uuid, with_originals: bool) -> ApiR
                 .map(|i| Entry {
                     name: format!("originals/{}", base(&i.original_key)),
                     key: i.original_key.clone(),
+                    modified: i.created_at,
                 }),
         );
     }

@@ -62,6 +62,51 @@ impl ApiError {
         e
     }
 
+    /// An error known only by its status (a framework's rejection, a
+    /// middleware's refusal), with the code that status stands for.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            408 => "request_timeout",
+            409 => "conflict",
+            410 => "gone",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            422 => "unprocessable",
+            429 => "rate_limited",
+            503 => "unavailable",
+            504 => "timeout",
+            _ if status.is_server_error() => "internal_error",
+            _ => "request_error",
+        };
+        let mut e = Self::new(status, code, message);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            e.retry_after = Some(1);
+        }
+        e
+    }
+
+    /// A request whose body stalled past `http.body_idle_timeout`, if that
+    /// is what `e` (an extractor's rejection) comes down to.
+    pub fn body_timeout(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut cause = Some(e);
+        while let Some(e) = cause {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Some(Self::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body stalled; send it again",
+                ));
+            }
+            cause = e.source();
+        }
+        None
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(

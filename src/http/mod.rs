@@ -12,12 +12,13 @@ pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod pages;
+pub mod pricing;
 pub mod upload;
 pub mod webhooks;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Router, extract::DefaultBodyLimit};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -46,23 +47,32 @@ pub struct AppState {
     pub predictions: crate::providers::restoration::replicate::PredictionNotices,
 }
 
-/// The customer listener's routes.
+/// The customer listener's routes. JSON routes get `http.json_body_limit`
+/// and `http.request_timeout`; uploads their own limits and
+/// `http.upload_timeout`; every route but the health checks is shed past
+/// `http.max_concurrent_requests`.
 pub fn api_router(state: AppState) -> Router {
-    let dev = state.payments.name() == "dev";
-    let mut router = Router::new()
-        .merge(upload::router(&state.settings))
+    let settings = state.settings.clone();
+    let http = &settings.http;
+    let mut api = Router::new()
         .merge(checkout::router())
+        .merge(pricing::router())
         .merge(orders::router())
         .merge(downloads::router())
         .merge(events::router())
         .merge(openapi::router())
-        .merge(webhooks::router())
-        .merge(pages::router())
-        .merge(ops::health_router());
-    if dev {
-        router = router.merge(dev_checkout::router());
+        .merge(webhooks::router(&settings))
+        .merge(pages::router());
+    if state.payments.name() == "dev" {
+        api = api.merge(dev_checkout::router());
     }
-    let router = router
+    let api = middleware::deadline(
+        api.layer(DefaultBodyLimit::max(http.json_body_limit)),
+        http.request_timeout,
+    );
+    let uploads = middleware::deadline(upload::router(&settings), http.upload_timeout);
+    let router = middleware::shed_load(api.merge(uploads), http.max_concurrent_requests)
+        .merge(ops::health_router())
         .fallback(|| async { error::ApiError::not_found("page") })
         .method_not_allowed_fallback(|| async {
             error::ApiError::new(
@@ -71,16 +81,19 @@ pub fn api_router(state: AppState) -> Router {
                 "this path does not take that method",
             )
         });
-    middleware::wrap(router, &state.settings).with_state(state)
+    middleware::wrap(router, &settings).with_state(state)
 }
 
-/// The operator listener's routes.
+/// The operator listener's routes: health, metrics and (with a token) admin.
 pub fn ops_router(state: AppState) -> Router {
     let mut router = ops::router();
     if state.settings.admin.token.is_set() {
         router = router.merge(admin::router());
     }
-    router
-        .fallback(|| async { error::ApiError::not_found("page") })
-        .with_state(state)
+    let router = middleware::deadline(
+        router.layer(DefaultBodyLimit::max(state.settings.http.json_body_limit)),
+        state.settings.http.request_timeout,
+    )
+    .fallback(|| async { error::ApiError::not_found("page") });
+    middleware::traced(router).with_state(state)
 }

@@ -4,7 +4,7 @@
 use axum::{Json, Router, routing::get};
 use utoipa::OpenApi;
 
-use super::{AppState, admin, checkout, downloads, events, ops, orders, upload, webhooks};
+use super::{AppState, admin, checkout, downloads, events, ops, orders, pricing, upload, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +15,9 @@ use super::{AppState, admin, checkout, downloads, events, ops, orders, upload, w
     paths(
         upload::upload,
         upload::show,
+        upload::file,
         upload::remove_file,
+        pricing::show,
         checkout::create,
         checkout::show,
         orders::show,
@@ -32,6 +34,7 @@ use super::{AppState, admin, checkout, downloads, events, ops, orders, upload, w
         admin::list,
         admin::show,
         admin::refund,
+        admin::retry,
     )
 )]
 pub struct ApiDoc;

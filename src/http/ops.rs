@@ -10,7 +10,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use super::{AppState, middleware::HTTP_BUCKETS};
@@ -56,6 +56,12 @@ pub(crate) async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// Buckets for one restoration attempt, in seconds: the local engine takes
+/// a fraction of a second to seconds, a hosted model seconds to many minutes.
+pub const JOB_BUCKETS: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -63,9 +69,15 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("duration_seconds".into()),
+                    Matcher::Full("restoreclick_http_request_duration_seconds".into()),
                     &HTTP_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("restoreclick_job_duration_seconds".into()),
+                        &JOB_BUCKETS,
+                    )
+                })
                 .and_then(PrometheusBuilder::install_recorder)
                 .inspect_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
                 .ok()

@@ -10,7 +10,8 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection},
     http::StatusCode,
-    routing::{delete, get, post},
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -45,7 +46,10 @@ pub fn router(settings: &Settings) -> Router<AppState> {
             post(upload).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/api/upload/{session_id}", get(show))
-        .route("/api/upload/{session_id}/files/{file_id}", delete(remove_file))
+        .route(
+            "/api/upload/{session_id}/files/{file_id}",
+            get(file).delete(remove_file),
+        )
 }
 
 #[derive(Debug, Serialize)]
@@ -204,6 +208,9 @@ async fn read_form(mut multipart: Multipart, settings: &Settings) -> ApiResult<U
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if let Some(timeout) = ApiError::body_timeout(&e) {
+        return timeout;
+    }
     let status = e.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "request_too_large"
@@ -448,6 +455,40 @@ pub(crate) async fn remove_file(
     }
     expire_at_provider(&state, voided);
     Ok(Json(session_view(&state, session_id).await?))
+}
+
+/// `GET /api/upload/{session_id}/files/{file_id}`: the photo as uploaded,
+/// for the upload page's thumbnails. The session id is the secret, as for
+/// the rest of the session; once paid, the photos belong to the order.
+#[utoipa::path(get, path = "/api/upload/{session_id}/files/{file_id}", tag = "uploads", params(("session_id" = String, Path), ("file_id" = String, Path)), responses((status = 200, description = "the photo's bytes"), (status = 404, description = "unknown session or file, or the session is paid")))]
+pub(crate) async fn file(
+    State(state): State<AppState>,
+    Path((session_id, file_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("file");
+    let session_id = domain::parse_id(IdKind::UploadSession, &session_id).ok_or_else(not_found)?;
+    let file_id = domain::parse_id(IdKind::File, &file_id).ok_or_else(not_found)?;
+    let row = db::uploads::list_files(&state.db, session_id)
+        .await?
+        .into_iter()
+        .find(|f| f.id == file_id)
+        .ok_or_else(not_found)?;
+    let bytes = match state.storage.get(&row.storage_key).await {
+        Ok(bytes) => bytes,
+        Err(crate::storage::StorageError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, row.content_type),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "private, max-age=3600".to_owned(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// The session as the API shows it.

@@ -24,12 +24,14 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    // Both senders' payloads are small; 1 MiB is generous.
+pub fn router(settings: &crate::config::Settings) -> Router<AppState> {
+    // Both senders' payloads are small; `http.webhook_body_limit` is generous.
     Router::new()
         .route("/api/webhooks/stripe", post(stripe))
         .route("/api/webhooks/replicate", post(replicate))
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            settings.http.webhook_body_limit,
+        ))
 }
 
 /// Replicate's completion notices (`replicate.webhooks = true`): verified,
@@ -79,7 +81,7 @@ pub(crate) async fn replicate(
 
 /// A body the listener would not read (too large, cut off) as the API's error.
 fn too_large(e: BytesRejection) -> ApiError {
-    ApiError::new(e.status(), "invalid_body", e.body_text())
+    ApiError::body_timeout(&e).unwrap_or_else(|| ApiError::new(e.status(), "invalid_body", e.body_text()))
 }
 
 /// Replicate's signed timestamps are accepted within five minutes.
@@ -135,8 +137,14 @@ pub(crate) async fn stripe(
     state.dedup.done("stripe", &event.id).await;
     fail::fail_point!("webhook::after_commit");
     match applied {
-        Applied::OrderCreated(order_id) => state.actors.dispatch(order_id),
-        Applied::Refunded(order_id) => state.actors.refunded(order_id),
+        Applied::OrderCreated(order_id) => {
+            metrics::counter!("restoreclick_orders_total", "status" => "processing").increment(1);
+            state.actors.dispatch(order_id)
+        }
+        Applied::Refunded(order_id) => {
+            metrics::counter!("restoreclick_orders_total", "status" => "refunded").increment(1);
+            state.actors.refunded(order_id)
+        }
         _ => {}
     }
     let outcome = match applied {

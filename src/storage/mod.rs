@@ -3,6 +3,7 @@
 //! this module never sees a customer's file name.
 
 pub mod keys;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub struct StoredObject {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     description: String,
+    usage: Arc<usage::Usage>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -91,10 +93,7 @@ impl Storage {
                 } else {
                     Arc::new(object_store::prefix::PrefixStore::new(store, prefix.as_str()))
                 };
-                Ok(Self {
-                    store,
-                    description: format!("s3://{bucket}/{prefix}"),
-                })
+                Ok(Self::from_store(store, format!("s3://{bucket}/{prefix}")))
             }
         }
     }
@@ -105,10 +104,10 @@ impl Storage {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Open(e.to_string()))?
             .with_automatic_cleanup(true);
-        Ok(Self {
-            store: Arc::new(store),
-            description: format!("file://{}", dir.display()),
-        })
+        Ok(Self::from_store(
+            Arc::new(store),
+            format!("file://{}", dir.display()),
+        ))
     }
 
     /// Wraps any object store (tests use the in-memory one).
@@ -116,7 +115,32 @@ impl Storage {
         Self {
             store,
             description: description.into(),
+            usage: Arc::default(),
         }
+    }
+
+    /// Bytes stored per area, as this process counts them.
+    pub fn usage(&self) -> &usage::Usage {
+        &self.usage
+    }
+
+    /// Sets every area's count from a listing of the bucket.
+    pub async fn reconcile_usage(&self) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for area in keys::Area::ALL {
+            let bytes: u64 = self.list(area.prefix()).await?.iter().map(|o| o.size).sum();
+            self.usage.set(area, bytes);
+            total += bytes;
+        }
+        Ok(total)
+    }
+
+    /// Counts an object written by other means (a [`Storage::writer`]).
+    pub async fn record_written(&self, key: &str) -> Result<(), StorageError> {
+        if let Some(size) = self.size(key).await? {
+            self.usage.record(key, size as i64);
+        }
+        Ok(())
     }
 
     pub fn description(&self) -> &str {
@@ -124,11 +148,13 @@ impl Storage {
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let len = bytes.len() as i64;
         self.store
             .put(&Path::from(key), PutPayload::from(bytes))
             .await
-            .map(|_| ())
-            .map_err(|e| StorageError::backend(key, e))
+            .map_err(|e| StorageError::backend(key, e))?;
+        self.usage.record(key, len);
+        Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
@@ -174,8 +200,20 @@ impl Storage {
 
     /// Deletes a key; deleting what is already gone succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.size(key).await? {
+            Some(size) => self.delete_sized(key, size).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a key whose size the caller knows (from a listing).
+    async fn delete_sized(&self, key: &str, size: u64) -> Result<(), StorageError> {
         match self.store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => {
+                self.usage.record(key, -(size as i64));
+                Ok(())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::backend(key, e)),
         }
     }
@@ -193,7 +231,11 @@ impl Storage {
             }
             Err(e) => return Err(StorageError::backend(from, e)),
         }
-        self.delete(from).await
+        if let Some(size) = self.size(to).await? {
+            self.usage.record(to, size as i64);
+            self.delete_sized(from, size).await?;
+        }
+        Ok(())
     }
 
     /// Every object under `prefix` (a key prefix without trailing slash).
@@ -218,7 +260,7 @@ impl Storage {
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
         let objects = self.list(prefix).await?;
         for object in &objects {
-            self.delete(&object.key).await?;
+            self.delete_sized(&object.key, object.size).await?;
         }
         Ok(objects.len())
     }

@@ -5,6 +5,7 @@
 pub mod fake_replicate;
 pub mod fake_stripe;
 pub mod photos;
+pub mod restorers;
 pub mod shop;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
@@ -245,6 +246,23 @@ impl TestApp {
         self.post_webhook_raw(&body, Some(&header)).await
     }
 
+    /// The ops listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.ops_address))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one series (`name{label="…"}` exactly as exported), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).send().await.expect("GET");
         let status = r.status().as_u16();
@@ -335,6 +353,13 @@ pub async fn wait_for_order(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value of `series` in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn now() -> i64 {
