@@ -6,8 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use restoreclick::{
     config::{RestorationProvider, Settings},
-    startup::{self, Application, Workers},
-    storage::Storage,
+    startup::{self, Application},
     telemetry,
 };
 
@@ -25,7 +24,7 @@ struct Cli {
 enum Command {
     /// Serve HTTP and run the actors.
     Serve,
-    /// Run the actors only (more instances behind one database).
+    /// Run the actors and the ops listener only (more instances behind one database).
     Worker,
     /// Apply pending database migrations and exit.
     Migrate,
@@ -112,13 +111,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker => {
             telemetry::init(settings.app.env, "info,sqlx=warn");
-            let settings = std::sync::Arc::new(settings);
-            let db = startup::database(&settings).await?;
-            let storage = Storage::open(&settings)?;
-            let workers = Workers::start(settings, db, storage).await?;
-            tracing::info!("worker running");
-            startup::shutdown_signal().await;
-            workers.stop().await;
+            let app = Application::build_worker(settings).await?;
+            app.run_until(startup::shutdown_signal()).await?;
             Ok(())
         }
     }

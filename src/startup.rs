@@ -138,7 +138,8 @@ impl Workers {
 pub struct Application {
     state: AppState,
     workers: Workers,
-    http: TcpListener,
+    /// The customer listener; `None` for a worker (actors and ops only).
+    http: Option<TcpListener>,
     ops: TcpListener,
 }
 
@@ -147,24 +148,49 @@ impl Application {
         Self::build_with(settings, None).await
     }
 
+    /// A worker: the actors and the ops listener (health, metrics, admin),
+    /// no customer listener.
+    pub async fn build_worker(settings: Settings) -> Result<Self, StartupError> {
+        Self::assemble(settings, None, false).await
+    }
+
     /// As [`Application::build`], with the restoration provider given.
     pub async fn build_with(
         settings: Settings,
         restorer: Option<Arc<dyn Restorer>>,
     ) -> Result<Self, StartupError> {
+        Self::assemble(settings, restorer, true).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        restorer: Option<Arc<dyn Restorer>>,
+        customer_listener: bool,
+    ) -> Result<Self, StartupError> {
+        // Before any actor starts: what they record before it would be lost.
+        crate::http::ops::prometheus();
         let settings = Arc::new(settings);
         let db = database(&settings).await?;
         let storage = Storage::open(&settings)?;
-        let http = bind(settings.http.addr).await?;
+        let http = match customer_listener {
+            true => Some(bind(settings.http.addr).await?),
+            false => None,
+        };
         let ops = bind(settings.ops.addr).await?;
-        let local = http.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.http.addr,
-            source,
-        })?;
-        let self_host = if local.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], local.port()))
-        } else {
-            local
+        let self_url = match &http {
+            Some(listener) => {
+                let local = listener.local_addr().map_err(|source| StartupError::Bind {
+                    addr: settings.http.addr,
+                    source,
+                })?;
+                let host = if local.ip().is_unspecified() {
+                    SocketAddr::from(([127, 0, 0, 1], local.port()))
+                } else {
+                    local
+                };
+                format!("http://{host}")
+            }
+            None => settings.public_url().to_owned(),
         };
         let notices = PredictionNotices::default();
         let workers = Workers::start_with(
@@ -178,7 +204,6 @@ impl Application {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
-        let self_url = format!("http://{self_host}");
         let state = AppState {
             payments: payments(&settings, &self_url, client.clone())?,
             dedup: WebhookDedup::new(&settings.redis),
@@ -194,7 +219,6 @@ impl Application {
             db,
             storage,
         };
-        crate::http::ops::prometheus();
         Ok(Self {
             state,
             workers,
@@ -203,8 +227,12 @@ impl Application {
         })
     }
 
+    /// The customer listener's port (0 for a worker).
     pub fn port(&self) -> u16 {
-        self.http.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.http
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
     }
 
     pub fn ops_port(&self) -> u16 {
@@ -219,24 +247,31 @@ impl Application {
     /// requests in flight finish (up to a limit), and stops the actors.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let api = http::api_router(self.state.clone());
-        let ops = http::ops_router(self.state.clone());
-        let mut api_rx = rx.clone();
-        let mut ops_rx = rx;
-        let api = axum::serve(self.http, api).with_graceful_shutdown(async move {
-            let _ = api_rx.changed().await;
-        });
-        let ops = axum::serve(self.ops, ops).with_graceful_shutdown(async move {
-            let _ = ops_rx.changed().await;
-        });
-        let api = tokio::spawn(api.into_future());
-        let ops = tokio::spawn(ops.into_future());
-        tracing::info!(addr = %self.state.self_url, "RestoreClick is serving");
+        let serve = |listener: TcpListener, router: axum::Router| {
+            let mut rx = rx.clone();
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.changed().await;
+                    })
+                    .into_future(),
+            )
+        };
+        let api = self
+            .http
+            .map(|listener| serve(listener, http::api_router(self.state.clone())));
+        let ops = serve(self.ops, http::ops_router(self.state.clone()));
+        match &api {
+            Some(_) => tracing::info!(addr = %self.state.self_url, "RestoreClick is serving"),
+            None => tracing::info!("RestoreClick worker running"),
+        }
         shutdown.await;
         tracing::info!("shutting down: draining requests");
         let _ = tx.send(true);
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            let _ = api.await;
+            if let Some(api) = api {
+                let _ = api.await;
+            }
             let _ = ops.await;
         })
         .await;

@@ -310,6 +310,24 @@ async fn every_metric_the_contract_names_is_exported_with_fitting_buckets() {
     .await;
     let (order, token) = app.paid_order(1).await;
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
+    let link: serde_json::Value = app
+        .client
+        .post(app.url(&format!("/api/orders/{order}/download-links")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let zip = app
+        .client
+        .get(app.url(link["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    zip.bytes().await.unwrap();
     eventually(LONG, "the emails sent", || async {
         app.count("SELECT count(*) FROM email_queue WHERE status <> 'sent'")
             .await
@@ -317,6 +335,21 @@ async fn every_metric_the_contract_names_is_exported_with_fitting_buckets() {
     })
     .await;
     let text = app.metrics().await;
+    // The Prometheus rules and the Grafana dashboard name only what the shop exports.
+    for file in ["config/alerts.yml", "config/grafana-dashboard.json"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let source = std::fs::read_to_string(path).unwrap();
+        for (at, _) in source.match_indices("restoreclick_") {
+            let name: String = source[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let exported = ["", "_bucket", "_count"].iter().any(|suffix| {
+                text.contains(&format!("\n{name}{suffix}{{")) || text.contains(&format!("\n{name}{suffix} "))
+            });
+            assert!(exported, "{file} names {name}, which /metrics does not export");
+        }
+    }
     for name in [
         "restoreclick_http_requests_total{",
         "restoreclick_http_request_duration_seconds_bucket{",

@@ -144,7 +144,7 @@ async fn when_one_of_two_instances_dies_the_other_finishes_its_orders() {
     let db = PgPool::connect(&database_url).await.unwrap();
     let mut serving =
         Shop::start(ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)).await;
-    let _worker = Shop::start(ShopConfig {
+    let worker = Shop::start(ShopConfig {
         command: "worker",
         ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
     })
@@ -175,4 +175,14 @@ async fn when_one_of_two_instances_dies_the_other_finishes_its_orders() {
     )
     .await;
     assert_eq!(finished_by_worker, ORDERS as i64);
+    let metrics = reqwest::get(format!("{}/metrics", worker.ops_base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("restoreclick_jobs_total{provider=\"replicate\",outcome=\"completed\"}"),
+        "the worker's own work shows on its metrics:\n{metrics}"
+    );
 }

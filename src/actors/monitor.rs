@@ -204,6 +204,8 @@ impl MonitorState {
         let storage = &self.ctx().storage;
         storage.usage().publish();
         let stored = storage.usage().total();
+        metrics::gauge!("restoreclick_storage_limit_bytes")
+            .set(self.ctx().settings.alerts.storage_limit.limit_bytes as f64);
         let settings = self.ctx().settings.clone();
         let rules = &settings.alerts;
         let measured = db::monitor::measure(

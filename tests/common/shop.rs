@@ -14,6 +14,8 @@ use nix::{
 pub struct Shop {
     child: Child,
     pub base: String,
+    /// The ops listener (health, metrics), for workers too.
+    pub ops_base: String,
 }
 
 pub fn free_port() -> u16 {
@@ -97,18 +99,25 @@ impl Shop {
         };
         let child = command.spawn().expect("start the shop");
         let base = format!("http://127.0.0.1:{port}");
-        if config.command == "serve" {
-            let client = reqwest::Client::new();
-            super::eventually(Duration::from_secs(30), "the shop to answer /healthz", || {
-                let client = client.clone();
-                let url = format!("{base}/healthz");
-                async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
-            })
-            .await;
+        let ops_base = format!("http://127.0.0.1:{ops}");
+        let client = reqwest::Client::new();
+        // A worker answers on its ops listener only.
+        let health = if config.command == "serve" {
+            &base
         } else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            &ops_base
+        };
+        super::eventually(Duration::from_secs(30), "the shop to answer /healthz", || {
+            let client = client.clone();
+            let url = format!("{health}/healthz");
+            async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        Self {
+            child,
+            base,
+            ops_base,
         }
-        Self { child, base }
     }
 
     pub fn signal(&self, signal: Signal) {
