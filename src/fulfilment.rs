@@ -308,10 +308,6 @@ async fn alert(
     checkout: &CheckoutSessionObject,
 ) -> Result<(), sqlx::Error> {
     tracing::error!(checkout = checkout_id, reason, "payment needs an operator");
-    let to = settings.mail.admin_to.trim();
-    if to.is_empty() {
-        return Ok(());
-    }
     let payload = json!({
         "reason": reason,
         "checkout_session_id": checkout_id,
@@ -320,15 +316,8 @@ async fn alert(
         "currency": checkout.currency,
         "customer_email": checkout.email(),
     });
-    db::emails::enqueue(
-        tx,
-        &format!("checkout:{checkout_id}:{reason}"),
-        None,
-        EmailKind::AdminAlert,
-        to,
-        &payload,
-        settings.mail.max_attempts as i32,
-    )
-    .await
-    .map(drop)
+    let key = format!("checkout:{checkout_id}:{reason}");
+    db::emails::enqueue_admin_alert(tx, &settings.mail, &key, None, &payload)
+        .await
+        .map(drop)
 }

@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use super::{ActorContext, Handle, cleanup::CleanupMsg, restoration_pool::PoolHandle};
 use crate::{
     config::Settings,
-    db::{self, alerts::AlertRow, emails::EmailKind, monitor::Measurements},
+    db::{self, alerts::AlertRow, monitor::Measurements},
     domain::alerts::{AlertName, AlertStatus, Verdict, judge},
 };
 
@@ -302,10 +302,6 @@ impl MonitorState {
         reading: &Reading,
     ) -> Result<(), sqlx::Error> {
         let settings = &self.ctx().settings;
-        let to = settings.mail.admin_to.trim();
-        if to.is_empty() {
-            return Ok(());
-        }
         let payload = json!({
             "reason": format!("alert {} firing", name.as_str()),
             "alert": name.as_str(),
@@ -314,17 +310,10 @@ impl MonitorState {
             "summary": reading.summary,
             "instance": settings.instance_id(),
         });
-        db::emails::enqueue(
-            tx,
-            &format!("alert:{}:{episode}", name.as_str()),
-            None,
-            EmailKind::AdminAlert,
-            to,
-            &payload,
-            settings.mail.max_attempts as i32,
-        )
-        .await
-        .map(drop)
+        let key = format!("alert:{}:{episode}", name.as_str());
+        db::emails::enqueue_admin_alert(tx, &settings.mail, &key, None, &payload)
+            .await
+            .map(drop)
     }
 
     /// Sets the pool's concurrency; repeated every tick while raised, so a

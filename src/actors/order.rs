@@ -327,19 +327,10 @@ pub async fn finish_order(ctx: &ActorContext, order_id: Uuid) -> Result<(), Acto
 pub async fn fail_order(ctx: &ActorContext, order_id: Uuid, reason: &str) -> Result<(), ActorProcessingErr> {
     let mut tx = ctx.db.begin().await?;
     db::orders::fail_unfinished(&mut tx, order_id, reason).await?;
-    let to = ctx.settings.mail.admin_to.trim();
-    if !to.is_empty() {
-        db::emails::enqueue(
-            &mut tx,
-            &format!("order:{}:crashed", order_id.simple()),
-            Some(order_id),
-            EmailKind::AdminAlert,
-            to,
-            &json!({"reason": "order_crashed", "order_id": format_id(IdKind::Order, order_id), "error": reason}),
-            ctx.settings.mail.max_attempts as i32,
-        )
-        .await?;
-    }
+    let payload =
+        json!({"reason": "order_crashed", "order_id": format_id(IdKind::Order, order_id), "error": reason});
+    let key = format!("order:{}:crashed", order_id.simple());
+    db::emails::enqueue_admin_alert(&mut tx, &ctx.settings.mail, &key, Some(order_id), &payload).await?;
     tx.commit().await?;
     finish_order(ctx, order_id).await
 }

@@ -51,6 +51,31 @@ pub async fn enqueue(
     Ok(done.rows_affected() == 1)
 }
 
+/// Queues an alert for the operator (`mail.admin_to`), once per key; does
+/// nothing when no admin address is configured.
+pub async fn enqueue_admin_alert(
+    conn: &mut PgConnection,
+    mail: &crate::config::MailSettings,
+    idempotency_key: &str,
+    order_id: Option<Uuid>,
+    payload: &Value,
+) -> Result<bool, sqlx::Error> {
+    let to = mail.admin_to.trim();
+    if to.is_empty() {
+        return Ok(false);
+    }
+    enqueue(
+        conn,
+        idempotency_key,
+        order_id,
+        EmailKind::AdminAlert,
+        to,
+        payload,
+        mail.max_attempts as i32,
+    )
+    .await
+}
+
 /// A queued email as the mailer works on it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EmailRow {
