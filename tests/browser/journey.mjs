@@ -11,7 +11,10 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+const AXE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 function need(name) {
   const value = process.env[name];
@@ -82,6 +85,18 @@ const check = (condition, message) => {
 };
 const text = (selector) => page.locator(selector).first().innerText();
 
+// WCAG 2 A/AA checks (labels, names, contrast, structure) by axe-core, run in
+// the page through DevTools so the page's own CSP stays as strict as served.
+async function audit(where) {
+  await page.evaluate(`${AXE};0`);
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }));
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  check(bad.length === 0, `accessibility on ${where}: ` + bad.map((v) =>
+    `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`).join('; '));
+  return `${result.passes.length} axe rules pass`;
+}
+
 let number = 0;
 let passed = 0;
 async function step(title, body) {
@@ -124,12 +139,13 @@ await step('upload two photos and a bad file; each gets its own state', async ()
   const price = await text('#price');
   check(/2 photos × .+ = .+/.test(price), `price reads "${price}"`);
   await shot('01-upload.png');
+  const upload = await audit('the upload page');
   await page.getByRole('button', { name: `Dismiss the error for ${badName}` }).click();
   await page.waitForFunction(() => !document.querySelector('.photo[data-state="error"]'));
   check(await page.locator('.photo').count() === 2, 'the two photos did not remain after dismissing the error');
   check(await page.locator('#pay').isEnabled(), 'Pay is disabled with two photos ready');
   check(new URL(page.url()).searchParams.get('session_id')?.startsWith('ups_'), 'the URL does not carry the session');
-  return `${badName}: "${error}"; ${price}`;
+  return `${badName}: "${error}"; ${price}; ${upload}`;
 });
 
 await step('pay on the dev checkout', async () => {
@@ -169,8 +185,9 @@ await step('watch the order until both photos are restored', async () => {
   await page.waitForFunction(() => [...document.querySelectorAll('.compare-view img')]
     .every((img) => img.complete && img.naturalWidth > 0));
   await shot('04-completed.png');
+  const audited = await audit('the order page');
   return `${progress.text}; ${caught ? 'caught it while processing' : 'already done when the page showed it'}; `
-    + `status: "${(await text('#status')).trim()}"`;
+    + `status: "${(await text('#status')).trim()}"; ${audited}`;
 });
 
 await step('compare before and after with the keyboard and the mouse', async () => {
