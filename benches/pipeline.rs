@@ -35,7 +35,7 @@ async fn main() {
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (orders, photos, concurrency) = (
-        env_or("PIPELINE_ORDERS", 300),
+        env_or("PIPELINE_ORDERS", 1000),
         env_or("PIPELINE_PHOTOS", 3),
         env_or("PIPELINE_CONCURRENCY", 32),
     );

@@ -97,18 +97,19 @@ async fn exercise(storage: &Storage) {
         Err(StorageError::NotFound(_))
     ));
 
-    // A move is copy-then-delete, and repeating it after it finished succeeds.
-    storage.move_object(&temp, &original).await.unwrap();
+    // A move (a rename, or copy-then-delete on S3) repeated after it finished succeeds.
+    let size = photo.len() as u64;
+    storage.move_object(&temp, &original, size).await.unwrap();
     assert_eq!(storage.get(&original).await.unwrap(), photo);
     assert_eq!(storage.size(&temp).await.unwrap(), None);
-    storage.move_object(&temp, &original).await.unwrap();
+    storage.move_object(&temp, &original, size).await.unwrap();
     // A crash between copy and delete leaves both: the repeat completes the move.
     storage.put(&temp, photo.clone()).await.unwrap();
-    storage.move_object(&temp, &original).await.unwrap();
+    storage.move_object(&temp, &original, size).await.unwrap();
     assert_eq!(storage.size(&temp).await.unwrap(), None);
     // Neither source nor destination: the photo is lost, and that is an error.
     let lost = storage
-        .move_object("uploads/temp/x/y.jpg", "uploads/originals/x/y.jpg")
+        .move_object("uploads/temp/x/y.jpg", "uploads/originals/x/y.jpg", 1)
         .await;
     assert!(matches!(lost, Err(StorageError::NotFound(_))));
 

@@ -122,13 +122,12 @@ impl ImageState {
 
     async fn load(&self) -> Result<(JobRow, ImageRow), ActorProcessingErr> {
         let id = self.args.image_id;
-        let job = db::jobs::by_image(&self.ctx().db, id)
-            .await?
-            .ok_or("the image has no restoration job")?;
-        let image = db::orders::image(&self.ctx().db, id)
-            .await?
-            .ok_or("the image is gone")?;
-        Ok((job, image))
+        let db = &self.ctx().db;
+        let (job, image) = tokio::try_join!(db::jobs::by_image(db, id), db::orders::image(db, id))?;
+        Ok((
+            job.ok_or("the image has no restoration job")?,
+            image.ok_or("the image is gone")?,
+        ))
     }
 
     /// Takes the next step the rows call for.
@@ -139,28 +138,10 @@ impl ImageState {
             JobStatus::Completed | JobStatus::Failed => {
                 self.report(myself, job.status() == JobStatus::Completed)
             }
-            JobStatus::Pending => {
-                if image.status() != ImageStatus::Uploaded {
-                    return Ok(()); // the order actor stores the original first
-                }
-                let mut tx = self.ctx().db.begin().await?;
-                db::jobs::queue(&mut tx, job.id).await?;
-                if db::orders::set_image_status(
-                    &mut tx,
-                    image.id,
-                    ImageStatus::Uploaded,
-                    ImageStatus::Processing,
-                    None,
-                )
-                .await?
-                {
-                    db::events::append(&mut tx, image.order_id, Some(image.id), "processing", &json!({}))
-                        .await?;
-                }
-                tx.commit().await?;
-                myself.cast(ImageMsg::Attempt)?;
-                Ok(())
+            JobStatus::Pending if image.status() != ImageStatus::Uploaded => {
+                Ok(()) // its original was not stored: the order actor retries on its next start
             }
+            JobStatus::Pending => self.start_attempt(myself, &job, &image).await,
             JobStatus::Queued => {
                 let now = OffsetDateTime::now_utc();
                 if let Some(due) = job.next_attempt_at.filter(|due| *due > now) {
@@ -192,18 +173,18 @@ impl ImageState {
         }
     }
 
-    /// `queued → processing`, counted, then handed to the pool.
+    /// The next attempt, counted (and the image marked processing) before it
+    /// is handed to the pool.
     async fn start_attempt(
         &mut self,
         myself: &ActorRef<ImageMsg>,
         job: &JobRow,
         image: &ImageRow,
     ) -> Result<(), ActorProcessingErr> {
-        let mut tx = self.ctx().db.begin().await?;
-        let Some(attempt) = db::jobs::start_attempt(&mut tx, job.id, self.args.provider).await? else {
+        let started = db::jobs::begin_attempt(&self.ctx().db, job.id, image.id, self.args.provider).await?;
+        let Some(attempt) = started else {
             return Ok(()); // someone else moved it; the next look decides
         };
-        tx.commit().await?;
         tracing::info!(job_id = %job.id, attempt, "attempt started");
         self.submit(myself, job, image, attempt as u32, None)
     }
@@ -235,16 +216,13 @@ impl ImageState {
         job_id: Uuid,
         restored: Restored,
     ) -> Result<(), ActorProcessingErr> {
-        let image_id = self.args.image_id;
-        let mut tx = self.ctx().db.begin().await?;
-        db::jobs::complete(&mut tx, job_id).await?;
-        if db::jobs::image_restored(&mut tx, image_id, &restored.output_key, restored.bytes as i64).await? {
-            let order_id = db::orders::image(&mut *tx, image_id).await?.map(|i| i.order_id);
-            if let Some(order_id) = order_id {
-                db::events::append(&mut tx, order_id, Some(image_id), "completed", &json!({})).await?;
-            }
-        }
-        tx.commit().await?;
+        db::jobs::finish_restored(
+            &self.ctx().db,
+            job_id,
+            &restored.output_key,
+            restored.bytes as i64,
+        )
+        .await?;
         metrics::counter!("restoreclick_images_total", "outcome" => "completed").increment(1);
         tracing::info!(%job_id, "image restored");
         self.report(myself, true)

@@ -18,10 +18,13 @@ use super::{
     restoration_pool::PoolHandle,
 };
 use crate::{
-    db::{self, emails::EmailKind},
+    db::{self, emails::EmailKind, orders::ImageRow},
     domain::{IdKind, ImageStatus, JobStatus, OrderStatus, format_id},
     storage::StorageError,
 };
+
+/// The reason an order actor stops with once its order is finished.
+pub const FINISHED: &str = "order finished";
 
 /// Restarts allowed per photo before it is failed.
 const IMAGE_RESTART_BUDGET: u32 = 3;
@@ -154,8 +157,8 @@ impl OrderState {
             myself.stop(Some("order not processing".into()));
             return Ok(());
         }
-        self.store_originals().await?;
-        let images = db::orders::images(&self.ctx().db, self.args.order_id).await?;
+        let mut images = db::orders::images(&self.ctx().db, self.args.order_id).await?;
+        self.store_originals(&mut images).await?;
         for image in images.iter().filter(|i| !i.status().is_terminal()) {
             self.remaining.insert(image.id);
             self.spawn_image(myself, image.id).await?;
@@ -180,40 +183,69 @@ impl OrderState {
         Ok(())
     }
 
-    /// Moves every `pending` photo from temp into originals.
-    async fn store_originals(&self) -> Result<(), ActorProcessingErr> {
-        let order_id = self.args.order_id;
-        let images = db::orders::images(&self.ctx().db, order_id).await?;
-        for image in images.iter().filter(|i| i.status() == ImageStatus::Pending) {
-            let moved = self
-                .ctx()
-                .storage
-                .move_object(&image.temp_key, &image.original_key)
-                .await;
-            let (to, error) = match moved {
-                Ok(()) => (ImageStatus::Uploaded, None),
+    /// Moves every `pending` photo from temp into originals (all at once),
+    /// then records them `uploaded` in one statement; a photo whose upload
+    /// is gone fails. `images` are updated to what was recorded.
+    async fn store_originals(&self, images: &mut [ImageRow]) -> Result<(), ActorProcessingErr> {
+        let storage = &self.ctx().storage;
+        let pending: Vec<&ImageRow> = images
+            .iter()
+            .filter(|i| i.status() == ImageStatus::Pending)
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let moves = pending
+            .iter()
+            .map(|i| storage.move_object(&i.temp_key, &i.original_key, i.bytes.max(0) as u64));
+        let mut stored = Vec::new();
+        let mut lost = Vec::new();
+        for (image, moved) in pending.iter().zip(futures::future::join_all(moves).await) {
+            match moved {
+                Ok(()) => stored.push(image.id),
                 Err(StorageError::NotFound(_)) => {
                     tracing::error!(image_id = %image.id, "the photo is missing from temp storage");
-                    (
-                        ImageStatus::Failed,
-                        Some("the uploaded photo was lost before it could be stored"),
-                    )
+                    lost.push(image.id);
                 }
                 Err(e) => return Err(e.into()),
-            };
-            let mut tx = self.ctx().db.begin().await?;
-            if db::orders::set_image_status(&mut tx, image.id, ImageStatus::Pending, to, error).await? {
-                if to == ImageStatus::Failed
-                    && let Some(job) = db::jobs::by_image(&mut *tx, image.id).await?
-                {
-                    let reason = error.unwrap_or_default();
+            }
+        }
+        let order_id = self.args.order_id;
+        let mut tx = self.ctx().db.begin().await?;
+        db::orders::originals_stored(&mut tx, order_id, &stored).await?;
+        let reason = "the uploaded photo was lost before it could be stored";
+        for &image_id in &lost {
+            if db::orders::set_image_status(
+                &mut tx,
+                image_id,
+                ImageStatus::Pending,
+                ImageStatus::Failed,
+                Some(reason),
+            )
+            .await?
+            {
+                if let Some(job) = db::jobs::by_image(&mut *tx, image_id).await? {
                     db::jobs::fail(&mut tx, job.id, JobStatus::Pending, reason, "permanent").await?;
                 }
-                db::events::append(&mut tx, order_id, Some(image.id), to.as_str(), &json!({})).await?;
+                db::events::append(
+                    &mut tx,
+                    order_id,
+                    Some(image_id),
+                    "failed",
+                    &json!({"error": reason}),
+                )
+                .await?;
             }
-            tx.commit().await?;
-            tracing::info!(image_id = %image.id, status = to.as_str(), "original stored");
         }
+        tx.commit().await?;
+        for image in images.iter_mut() {
+            if stored.contains(&image.id) {
+                image.status = ImageStatus::Uploaded.as_str().to_owned();
+            } else if lost.contains(&image.id) {
+                image.status = ImageStatus::Failed.as_str().to_owned();
+            }
+        }
+        tracing::info!(stored = stored.len(), lost = lost.len(), "originals stored");
         Ok(())
     }
 
@@ -252,7 +284,7 @@ impl OrderState {
             return Ok(());
         }
         finish_order(self.ctx(), self.args.order_id).await?;
-        myself.stop(Some("order finished".into()));
+        myself.stop(Some(FINISHED.into()));
         Ok(())
     }
 }

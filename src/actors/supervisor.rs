@@ -46,6 +46,9 @@ pub struct OrderSupervisorState {
     live: HashMap<Uuid, ActorRef<OrderMsg>>,
     by_actor: HashMap<ActorId, Uuid>,
     restarts: HashMap<Uuid, u32>,
+    /// Whether a sweep has run: the first one also takes back the orders
+    /// this instance's name held before a restart.
+    swept: bool,
 }
 
 impl Actor for OrderSupervisor {
@@ -67,6 +70,7 @@ impl Actor for OrderSupervisor {
             live: HashMap::new(),
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
+            swept: false,
         })
     }
 
@@ -122,10 +126,13 @@ impl Actor for OrderSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(order_id) = state.forget(cell.get_id()) {
                     state.restarts.remove(&order_id);
-                    let _ = leases::release(&state.ctx().db, &state.args.owner, order_id).await;
+                    // A finished order gave its lease back in the transaction that finished it.
+                    if reason.as_deref() != Some(super::order::FINISHED) {
+                        let _ = leases::release(&state.ctx().db, &state.args.owner, order_id).await;
+                    }
                 }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
@@ -165,8 +172,14 @@ impl OrderSupervisorState {
 
     async fn sweep(&mut self, myself: &ActorRef<OrderSupervisorMsg>) {
         let ttl = self.ctx().settings.orders.lease_ttl;
-        match leases::claim_free(&self.ctx().db, &self.args.owner, ttl, CLAIM_BATCH).await {
+        let include_own = !self.swept;
+        match leases::claim_free(&self.ctx().db, &self.args.owner, ttl, CLAIM_BATCH, include_own).await {
             Ok(orders) => {
+                self.swept = true;
+                // A full batch means more are waiting: claim them now, not a sweep later.
+                if orders.len() as i64 == CLAIM_BATCH {
+                    let _ = myself.cast(OrderSupervisorMsg::Sweep);
+                }
                 for order_id in orders {
                     self.spawn(myself, order_id).await;
                 }

@@ -92,42 +92,51 @@ pub async fn retry_failed(
     Ok(done.rows_affected() == 1)
 }
 
-/// Moves a job between two states that carry no extra facts.
-async fn set(conn: &mut PgConnection, id: Uuid, from: JobStatus, to: JobStatus) -> Result<bool, sqlx::Error> {
-    from.transition(to)
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let done = sqlx::query(
-        "UPDATE restoration_jobs SET status = $3, updated_at = now(),
-                next_attempt_at = CASE WHEN $3 = 'queued' THEN coalesce(next_attempt_at, now()) ELSE next_attempt_at END
-         WHERE id = $1 AND status = $2",
-    )
-    .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// `pending → queued`: the job waits for the pool.
-pub async fn queue(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    set(conn, id, JobStatus::Pending, JobStatus::Queued).await
-}
-
-/// `queued → processing`: a new attempt starts; returns its number.
-pub async fn start_attempt(
-    conn: &mut PgConnection,
-    id: Uuid,
+/// Starts the job's next attempt and returns its number, in one statement
+/// (one round trip, one commit): `pending → queued → processing` for a
+/// first attempt, whose image goes `uploaded → processing` with its journal
+/// entry; `queued → processing` for a retry that is due. `None` when the
+/// rows are not in those states (another actor moved them, the original is
+/// not stored yet, or the retry is not due).
+pub async fn begin_attempt(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    image_id: Uuid,
     provider: &str,
 ) -> Result<Option<i32>, sqlx::Error> {
+    for (from, to) in [
+        (JobStatus::Pending, JobStatus::Queued),
+        (JobStatus::Queued, JobStatus::Processing),
+    ] {
+        from.transition(to)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    }
+    ImageStatus::Uploaded
+        .transition(ImageStatus::Processing)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     sqlx::query_scalar(
-        "UPDATE restoration_jobs SET status = 'processing', attempts = attempts + 1, provider = $2,
-                external_id = NULL, next_attempt_at = NULL, started_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'queued' RETURNING attempts",
+        "WITH job AS (
+             UPDATE restoration_jobs j SET status = 'processing', attempts = attempts + 1, provider = $3,
+                    external_id = NULL, next_attempt_at = NULL, started_at = now(), updated_at = now()
+             FROM images i
+             WHERE j.id = $1 AND i.id = $2 AND j.image_id = i.id
+               AND ((j.status = 'pending' AND i.status = 'uploaded')
+                 OR (j.status = 'queued' AND i.status = 'processing'
+                     AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= now())))
+             RETURNING j.attempts),
+         image AS (
+             UPDATE images SET status = 'processing', updated_at = now()
+             WHERE id = $2 AND status = 'uploaded' AND EXISTS (SELECT 1 FROM job)
+             RETURNING id, order_id),
+         entry AS (
+             INSERT INTO order_events (order_id, image_id, kind, status)
+             SELECT order_id, id, 'image', 'processing' FROM image)
+         SELECT attempts FROM job",
     )
-    .bind(id)
+    .bind(job_id)
+    .bind(image_id)
     .bind(provider)
-    .fetch_optional(conn)
+    .fetch_optional(db)
     .await
 }
 
@@ -197,40 +206,42 @@ pub async fn fail(
     Ok(done.rows_affected() == 1)
 }
 
-/// `processing → completed`.
-pub async fn complete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    JobStatus::Processing
-        .transition(JobStatus::Completed)
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let done = sqlx::query(
-        "UPDATE restoration_jobs SET status = 'completed', finished_at = now(), updated_at = now(), last_error = NULL
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// The image's restored photo is stored: `processing → completed`.
-pub async fn image_restored(
-    conn: &mut PgConnection,
-    image_id: Uuid,
+/// The attempt restored the photo, in one statement: the job
+/// `processing → completed`, its image `processing → completed` with the
+/// restored photo's key and size, and the journal entry. False when the job
+/// was not processing.
+pub async fn finish_restored(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
     restored_key: &str,
     bytes: i64,
 ) -> Result<bool, sqlx::Error> {
+    JobStatus::Processing
+        .transition(JobStatus::Completed)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     ImageStatus::Processing
         .transition(ImageStatus::Completed)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let done = sqlx::query(
-        "UPDATE images SET status = 'completed', restored_key = $2, restored_bytes = $3, error = NULL,
-                completed_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'processing'",
+    let completed: Option<i64> = sqlx::query_scalar(
+        "WITH job AS (
+             UPDATE restoration_jobs SET status = 'completed', finished_at = now(), updated_at = now(),
+                    last_error = NULL
+             WHERE id = $1 AND status = 'processing'
+             RETURNING image_id),
+         image AS (
+             UPDATE images SET status = 'completed', restored_key = $2, restored_bytes = $3, error = NULL,
+                    completed_at = now(), updated_at = now()
+             WHERE id = (SELECT image_id FROM job) AND status = 'processing'
+             RETURNING id, order_id),
+         entry AS (
+             INSERT INTO order_events (order_id, image_id, kind, status)
+             SELECT order_id, id, 'image', 'completed' FROM image)
+         SELECT count(*) FROM job",
     )
-    .bind(image_id)
+    .bind(job_id)
     .bind(restored_key)
     .bind(bytes)
-    .execute(conn)
+    .fetch_optional(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(completed.unwrap_or(0) == 1)
 }

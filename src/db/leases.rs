@@ -14,20 +14,22 @@ fn interval(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
-/// Claims up to `limit` live orders that nobody holds (or whose holder's
-/// lease ran out, or which this instance held before a restart).
+/// Claims up to `limit` live orders that nobody holds, or whose holder's
+/// lease ran out; with `include_own`, also those this instance's name still
+/// holds (its first sweep after a restart).
 pub async fn claim_free(
     db: impl PgExecutor<'_>,
     owner: &str,
     ttl: Duration,
     limit: i64,
+    include_own: bool,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE orders SET owner_id = $1, lease_until = now() + make_interval(secs => $2)
          WHERE id IN (
              SELECT id FROM orders
              WHERE status = 'processing'
-               AND (owner_id IS NULL OR lease_until IS NULL OR lease_until < now() OR owner_id = $1)
+               AND (owner_id IS NULL OR lease_until IS NULL OR lease_until < now() OR ($4 AND owner_id = $1))
              ORDER BY created_at
              LIMIT $3
              FOR NO KEY UPDATE SKIP LOCKED)
@@ -36,6 +38,7 @@ pub async fn claim_free(
     .bind(owner)
     .bind(interval(ttl))
     .bind(limit)
+    .bind(include_own)
     .fetch_all(db)
     .await
 }

@@ -106,16 +106,26 @@ pub struct NewImage {
     pub original_key: String,
 }
 
+/// The customer with this email, made if new. A returning customer's row
+/// is only read, never locked, so their concurrent orders do not queue on it.
 pub async fn upsert_customer(conn: &mut PgConnection, email: &str) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO customers (id, email) VALUES ($1, lower($2))
-         ON CONFLICT (email) DO UPDATE SET updated_at = now()
-         RETURNING id",
+    let email = email.trim().to_lowercase();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO customers (id, email) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING RETURNING id",
     )
     .bind(crate::domain::new_id())
-    .bind(email.trim())
-    .fetch_one(conn)
-    .await
+    .bind(&email)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => {
+            sqlx::query_scalar("SELECT id FROM customers WHERE email = $1")
+                .bind(&email)
+                .fetch_one(conn)
+                .await
+        }
+    }
 }
 
 pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<(), sqlx::Error> {
@@ -291,6 +301,34 @@ pub async fn set_image_status(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// `pending → uploaded` for the order's photos whose originals were just
+/// stored, with their journal entries, in one statement.
+pub async fn originals_stored(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    images: &[Uuid],
+) -> Result<u64, sqlx::Error> {
+    if images.is_empty() {
+        return Ok(0);
+    }
+    ImageStatus::Pending
+        .transition(ImageStatus::Uploaded)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done = sqlx::query(
+        "WITH stored AS (
+             UPDATE images SET status = 'uploaded', updated_at = now()
+             WHERE order_id = $1 AND id = ANY($2) AND status = 'pending'
+             RETURNING id)
+         INSERT INTO order_events (order_id, image_id, kind, status)
+         SELECT $1, id, 'image', 'uploaded' FROM stored",
+    )
+    .bind(order_id)
+    .bind(images)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Cancels the order's jobs that have not started (a refund): they fail with `reason`.

@@ -218,24 +218,38 @@ impl Storage {
         }
     }
 
-    /// Moves `from` to `to` by copy, then delete. Safe to repeat after a crash at
-    /// any point: a missing source whose destination exists is a finished move.
-    pub async fn move_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        match self.store.copy(&Path::from(from), &Path::from(to)).await {
-            Ok(()) => {}
-            Err(object_store::Error::NotFound { .. }) => {
-                return match self.size(to).await? {
-                    Some(_) => Ok(()),
-                    None => Err(StorageError::NotFound(from.to_owned())),
-                };
+    /// Moves `from` (of `size` bytes) to `to`: a rename where the store has
+    /// one (a local directory), else copy then delete. Safe to repeat after a
+    /// crash at any point: a missing source whose destination exists is a
+    /// finished move.
+    pub async fn move_object(&self, from: &str, to: &str, size: u64) -> Result<(), StorageError> {
+        match self.store.rename(&Path::from(from), &Path::from(to)).await {
+            Ok(()) => {
+                self.usage.record(from, -(size as i64));
+                self.usage.record(to, size as i64);
+                Ok(())
             }
-            Err(e) => return Err(StorageError::backend(from, e)),
+            Err(object_store::Error::NotFound { .. }) => match self.size(to).await? {
+                Some(_) => Ok(()),
+                None => Err(StorageError::NotFound(from.to_owned())),
+            },
+            Err(e) => Err(StorageError::backend(from, e)),
         }
-        if let Some(size) = self.size(to).await? {
-            self.usage.record(to, size as i64);
-            self.delete_sized(from, size).await?;
-        }
-        Ok(())
+    }
+
+    /// Copies `from` to `to` inside the store (no bytes through this
+    /// process; a hard link in a local directory); returns the size.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<u64, StorageError> {
+        self.store
+            .copy(&Path::from(from), &Path::from(to))
+            .await
+            .map_err(|e| StorageError::backend(from, e))?;
+        let size = self
+            .size(to)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(to.to_owned()))?;
+        self.usage.record(to, size as i64);
+        Ok(size)
     }
 
     /// Every object under `prefix` (a key prefix without trailing slash).

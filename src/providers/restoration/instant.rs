@@ -1,5 +1,6 @@
-//! The `instant` provider: the original is the restored photo. It measures
-//! the orchestration (actors, database, storage) without any image work.
+//! The `instant` provider: the original is the restored photo (a storage
+//! copy, a hard link in a local directory). It measures the orchestration
+//! (actors, database, storage) without any image work.
 
 use futures::future::BoxFuture;
 
@@ -27,9 +28,7 @@ impl Restorer for InstantRestorer {
         _record: RecordSubmission,
     ) -> BoxFuture<'a, Result<Restored, RestoreError>> {
         Box::pin(async move {
-            let bytes = self.storage.get(&request.input_key).await?;
-            let size = bytes.len() as u64;
-            self.storage.put(&request.output_key, bytes).await?;
+            let size = self.storage.copy(&request.input_key, &request.output_key).await?;
             Ok(Restored {
                 output_key: request.output_key.clone(),
                 bytes: size,
