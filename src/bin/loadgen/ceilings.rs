@@ -1,0 +1,219 @@
+//! The ceilings each figure is a share of, measured in the same run on the
+//! same machine: the order transaction alone against Postgres, a bare axum
+//! handler, a raw read of the same bytes, and a bare decode of the same files.
+
+use std::{path::Path, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use restoreclick::{
+    config::{Secret, Settings},
+    db, domain, fulfilment,
+    providers::payments::event::StripeEvent,
+};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use time::OffsetDateTime;
+
+use super::{scenarios::timed_all, stats::Summary};
+
+/// A fresh, migrated database on the same server, dropped when done.
+pub struct Scratch {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    admin: String,
+    name: String,
+}
+
+impl Scratch {
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("rc_bench_ceiling_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+        let mut url = url::Url::parse(admin_url)?;
+        url.set_path(&name);
+        let mut settings = Settings::load_with_env(Path::new("config"), &[])?;
+        settings.database.url = Secret::new(url.to_string());
+        settings.database.max_connections = 40;
+        let pool = db::connect(&settings.database).await?;
+        db::migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            settings: Arc::new(settings),
+            admin: admin_url.to_owned(),
+            name,
+        })
+    }
+
+    pub async fn drop_database(self) {
+        self.pool.close().await;
+        if let Ok(mut conn) = PgConnection::connect(&self.admin).await {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .await;
+        }
+    }
+}
+
+/// An upload session with one photo row, written straight to the database.
+async fn session(pool: &PgPool) -> anyhow::Result<uuid::Uuid> {
+    let id = domain::new_id();
+    let mut tx = pool.begin().await?;
+    db::uploads::create_session(&mut tx, id, OffsetDateTime::now_utc() + time::Duration::days(1)).await?;
+    let file = domain::new_id();
+    db::uploads::insert_file(
+        &mut tx,
+        &db::uploads::FileRow {
+            id: file,
+            session_id: id,
+            filename: "photo.jpg".into(),
+            stem: "photo".into(),
+            ext: "jpg".into(),
+            content_type: "image/jpeg".into(),
+            bytes: 1000,
+            width: 100,
+            height: 75,
+            sha256: String::new(),
+            storage_key: restoreclick::storage::keys::temp(id, file, "jpg"),
+            created_at: OffsetDateTime::now_utc(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The paid-checkout transaction the webhook runs (order, image, job,
+/// journal, email), run bare from `concurrency` tasks: the database ceiling.
+pub async fn order_transactions(
+    scratch: &Scratch,
+    concurrency: usize,
+    orders: usize,
+) -> anyhow::Result<Summary> {
+    let mut sessions = Vec::with_capacity(orders);
+    for _ in 0..orders {
+        sessions.push(session(&scratch.pool).await?);
+    }
+    let (pool, settings) = (scratch.pool.clone(), scratch.settings.clone());
+    let (latencies, wall) = timed_all(sessions, concurrency, None, move |id| {
+        let (pool, settings) = (pool.clone(), settings.clone());
+        async move {
+            let upload = domain::format_id(domain::IdKind::UploadSession, id);
+            let cs = format!("cs_ceiling_{}", id.simple());
+            let payload = serde_json::json!({
+                "id": format!("evt_{cs}"), "type": "checkout.session.completed",
+                "data": {"object": {"id": cs, "client_reference_id": upload, "payment_status": "paid",
+                         "amount_total": 500, "currency": "usd", "payment_intent": format!("pi_{cs}"),
+                         "customer_details": {"email": format!("load+{}@example.com", id.simple())}}}
+            });
+            let event: StripeEvent = serde_json::from_value(payload.clone())?;
+            fulfilment::apply(&pool, &settings, &event, &payload).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    Ok(latencies.summary(wall))
+}
+
+/// A bare axum handler that reads a body and answers JSON, driven like
+/// the webhook: the HTTP ceiling.
+pub async fn bare_http(concurrency: usize, requests: usize, body: Bytes) -> anyhow::Result<Summary> {
+    use axum::{Json, Router, routing::post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/echo", listener.local_addr()?);
+    let app = Router::new().route(
+        "/echo",
+        post(|body: Bytes| async move { Json(serde_json::json!({"received": true, "bytes": body.len()})) }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
+    let (latencies, wall) = timed_all(vec![(); requests], concurrency, None, move |()| {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "bare handler answered {}", r.status());
+            r.bytes().await?;
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    server.abort();
+    Ok(latencies.summary(wall))
+}
+
+/// MB/s of `readers` reading `file` (already in the page cache) `rounds`
+/// times each: the disk-read ceiling for serving those bytes.
+pub async fn raw_read(file: &Path, readers: usize, rounds: usize) -> anyhow::Result<f64> {
+    use tokio::io::AsyncReadExt;
+    let size = tokio::fs::metadata(file).await?.len();
+    let _warm = tokio::fs::read(file).await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..readers)
+        .map(|_| {
+            let file = file.to_owned();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 << 10];
+                for _ in 0..rounds {
+                    let mut f = tokio::fs::File::open(&file).await?;
+                    while f.read(&mut buf).await? > 0 {}
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("reader")??;
+    }
+    Ok((size * (readers * rounds) as u64) as f64 / 1e6 / started.elapsed().as_secs_f64())
+}
+
+/// MB/s writing `bytes` to a new file, flushed to the disk.
+pub fn raw_write(dir: &Path, bytes: &[u8]) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut f = std::fs::File::create(dir.join("ceiling.bin"))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(bytes.len() as f64 / 1e6 / started.elapsed().as_secs_f64())
+}
+
+/// Files/s and MB/s decoding `files` with `image` alone on `threads`
+/// threads: the decode ceiling for validating uploads.
+pub fn bare_decode(files: &[Bytes], threads: usize) -> anyhow::Result<(f64, f64)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else {
+                            return anyhow::Ok(());
+                        };
+                        std::hint::black_box(image::load_from_memory(file)?);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a decode thread panicked"))??;
+        }
+        anyhow::Ok(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes: usize = files.iter().map(Bytes::len).sum();
+    Ok((files.len() as f64 / seconds, bytes as f64 / 1e6 / seconds))
+}
