@@ -317,6 +317,8 @@ pub struct RestorationSettings {
     /// concurrency by `concurrency_step` per tick up to this.
     pub max_concurrency: usize,
     pub concurrency_step: usize,
+    /// Photos with a live actor at once; the rest wait as rows.
+    pub max_live_photos: usize,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
@@ -558,6 +560,12 @@ impl Settings {
             return Err(invalid(
                 "restoration.max_concurrency",
                 "must be at least restoration.concurrency",
+            ));
+        }
+        if self.restoration.max_live_photos < self.restoration.max_concurrency {
+            return Err(invalid(
+                "restoration.max_live_photos",
+                "must be at least restoration.max_concurrency",
             ));
         }
         if self.restoration.concurrency_step == 0 {

@@ -120,11 +120,7 @@ impl Workers {
         };
         tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
         let mailer = mailer(&settings)?;
-        let ctx = ActorContext {
-            settings,
-            db,
-            storage,
-        };
+        let ctx = ActorContext::new(settings, db, storage);
         let (actors, handle) = Actors::start(ctx, restorer, mailer).await?;
         Ok(Self { actors, handle })
     }

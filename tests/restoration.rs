@@ -460,3 +460,45 @@ async fn replicate_webhooks_are_verified_and_applied_once() {
         1
     );
 }
+
+#[tokio::test]
+async fn photos_past_the_live_budget_wait_their_turn_and_every_order_finishes() {
+    use common::restorers::{Script, spawn_scripted};
+    let (app, restorer) = spawn_scripted(
+        Script {
+            held: true,
+            ..Default::default()
+        },
+        |s| {
+            s.restoration.concurrency = 1;
+            s.restoration.max_concurrency = 1;
+            s.restoration.max_live_photos = 2;
+        },
+    )
+    .await;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        orders.push(app.paid_order(2).await);
+    }
+    common::eventually(LONG, "one attempt at the gate", || async {
+        restorer.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.metric("restoreclick_live_actors{kind=\"image\"}").await,
+        Some(2.0),
+        "two photos have actors; four wait as rows"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM images WHERE status = 'uploaded'").await,
+        4,
+        "the waiting photos' originals are stored; the two with actors are processing"
+    );
+    restorer.open();
+    for (order, token) in &orders {
+        let body = wait_for_order(&app, order, token, &["completed"], LONG).await;
+        assert_eq!(body["progress"]["completed"], 2);
+    }
+    assert_eq!(restorer.calls.load(Ordering::SeqCst), 6, "one attempt per photo");
+}

@@ -45,6 +45,8 @@ pub struct ImageArgs {
     pub pool: PoolHandle,
     pub parent: ActorRef<OrderMsg>,
     pub provider: &'static str,
+    /// The photo slot this actor holds while it lives (freed when it stops).
+    pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub struct ImageState {
@@ -92,20 +94,28 @@ impl Actor for ImageActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Boxed: the actor's resident task holds only a pointer to the work of
+        // one message, not room for the largest one (thousands of photos wait).
+        Box::pin(state.receive(&myself, msg)).await
+    }
+}
+
+impl ImageState {
+    async fn receive(&mut self, myself: &ActorRef<ImageMsg>, msg: ImageMsg) -> Result<(), ActorProcessingErr> {
         match msg {
-            ImageMsg::Attempt => state.step(&myself).await,
+            ImageMsg::Attempt => self.step(myself).await,
             ImageMsg::PoolResult {
                 job_id,
                 attempt,
                 outcome,
             } => {
-                if state.waiting_on != Some(attempt) {
+                if self.waiting_on != Some(attempt) {
                     return Ok(()); // an answer for an attempt this actor no longer waits on
                 }
-                state.waiting_on = None;
+                self.waiting_on = None;
                 match outcome {
-                    AttemptOutcome::Restored(restored) => state.completed(&myself, job_id, restored).await,
-                    AttemptOutcome::Failed(error) => state.failed(&myself, job_id, attempt, error).await,
+                    AttemptOutcome::Restored(restored) => self.completed(myself, job_id, restored).await,
+                    AttemptOutcome::Failed(error) => self.failed(myself, job_id, attempt, error).await,
                     AttemptOutcome::Crashed(message) => {
                         Err(format!("the restoration provider crashed: {message}").into())
                     }

@@ -34,6 +34,22 @@ pub struct ActorContext {
     pub settings: Arc<Settings>,
     pub db: PgPool,
     pub storage: Storage,
+    /// Photos with a live `ImageActor` at once (`restoration.max_live_photos`):
+    /// past it a photo waits, as its rows alone, for its turn (first come,
+    /// first served), so thousands of waiting orders stay cheap.
+    pub photo_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl ActorContext {
+    pub fn new(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Self {
+        let slots = settings.restoration.max_live_photos;
+        Self {
+            settings,
+            db,
+            storage,
+            photo_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        }
+    }
 }
 
 /// A reference to an actor that follows it across restarts.

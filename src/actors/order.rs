@@ -2,13 +2,15 @@
 //!
 //! It brings the photos from temp storage into `originals/` (copy-then-delete,
 //! safe to repeat; each image checkpointed `uploaded` after its move), runs
-//! one linked `ImageActor` per unfinished photo, restarts a crashed one from
+//! one linked `ImageActor` per unfinished photo (as photo slots allow:
+//! `restoration.max_live_photos`), restarts a crashed one from
 //! its job row within a budget, and when every photo is done records the
 //! order's outcome and queues its one outcome email, in one transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::OwnedSemaphorePermit;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -36,6 +38,8 @@ pub enum OrderMsg {
     ImageFinished { image_id: Uuid, completed: bool },
     /// The order was refunded: stop working on it.
     Refunded,
+    /// A photo slot freed up for the order's next waiting photo.
+    Admitted(OwnedSemaphorePermit),
 }
 
 pub struct OrderActor;
@@ -52,6 +56,8 @@ pub struct OrderState {
     children: HashMap<ActorId, Uuid>,
     remaining: HashSet<Uuid>,
     restarts: HashMap<Uuid, u32>,
+    /// Unfinished photos still waiting for a photo slot, in order.
+    waiting: VecDeque<Uuid>,
 }
 
 impl Actor for OrderActor {
@@ -70,6 +76,7 @@ impl Actor for OrderActor {
             children: HashMap::new(),
             remaining: HashSet::new(),
             restarts: HashMap::new(),
+            waiting: VecDeque::new(),
         })
     }
 
@@ -89,28 +96,8 @@ impl Actor for OrderActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            OrderMsg::Start => state.start(&myself).await,
-            OrderMsg::ImageFinished { image_id, completed } => {
-                tracing::debug!(%image_id, completed, "image finished");
-                state.remaining.remove(&image_id);
-                state.finish_if_done(&myself).await
-            }
-            OrderMsg::Refunded => {
-                tracing::info!("order refunded; its work stops");
-                myself.stop_children(Some("refunded".into()));
-                let mut tx = state.ctx().db.begin().await?;
-                db::orders::fail_unfinished(
-                    &mut tx,
-                    state.args.order_id,
-                    "cancelled: the order was refunded",
-                )
-                .await?;
-                tx.commit().await?;
-                myself.stop(Some("refunded".into()));
-                Ok(())
-            }
-        }
+        // Boxed, so each live order's task stays small while it waits.
+        Box::pin(state.receive(&myself, msg)).await
     }
 
     async fn handle_supervisor_evt(
@@ -119,25 +106,64 @@ impl Actor for OrderActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        Box::pin(state.supervise(&myself, event)).await
+    }
+}
+
+impl OrderState {
+    async fn receive(&mut self, myself: &ActorRef<OrderMsg>, msg: OrderMsg) -> Result<(), ActorProcessingErr> {
+        match msg {
+            OrderMsg::Start => self.start(myself).await,
+            OrderMsg::ImageFinished { image_id, completed } => {
+                tracing::debug!(%image_id, completed, "image finished");
+                self.remaining.remove(&image_id);
+                self.finish_if_done(myself).await
+            }
+            OrderMsg::Admitted(slot) => {
+                if let Some(image_id) = self.waiting.pop_front() {
+                    self.spawn_image(myself, image_id, slot).await?;
+                }
+                self.wait_for_slot(myself);
+                Ok(())
+            }
+            OrderMsg::Refunded => {
+                tracing::info!("order refunded; its work stops");
+                myself.stop_children(Some("refunded".into()));
+                let mut tx = self.ctx().db.begin().await?;
+                db::orders::fail_unfinished(&mut tx, self.args.order_id, "cancelled: the order was refunded")
+                    .await?;
+                tx.commit().await?;
+                myself.stop(Some("refunded".into()));
+                Ok(())
+            }
+        }
+    }
+
+    /// A photo's actor stopped: a crash is restarted from its job row within
+    /// a budget, past which the photo fails.
+    async fn supervise(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        event: SupervisionEvent,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, error) = event {
-            let Some(image_id) = state.children.remove(&cell.get_id()) else {
+            let Some(image_id) = self.children.remove(&cell.get_id()) else {
                 return Ok(());
             };
-            let restarts = state.restarts.entry(image_id).or_default();
+            let restarts = self.restarts.entry(image_id).or_default();
             *restarts += 1;
             if *restarts <= IMAGE_RESTART_BUDGET {
                 tracing::warn!(%image_id, restarts = *restarts, %error, "image actor failed; restarting from its job row");
-                state.spawn_image(&myself, image_id).await?;
+                self.admit(myself, image_id).await?;
             } else {
                 tracing::error!(%image_id, %error, "image actor keeps failing; the photo fails");
-                state
-                    .fail_image(image_id, &format!("restoration kept crashing: {error}"))
+                self.fail_image(image_id, &format!("restoration kept crashing: {error}"))
                     .await?;
-                state.remaining.remove(&image_id);
-                state.finish_if_done(&myself).await?;
+                self.remaining.remove(&image_id);
+                self.finish_if_done(myself).await?;
             }
         } else if let SupervisionEvent::ActorTerminated(cell, _, _) = event {
-            state.children.remove(&cell.get_id());
+            self.children.remove(&cell.get_id());
         }
         Ok(())
     }
@@ -161,15 +187,46 @@ impl OrderState {
         self.store_originals(&mut images).await?;
         for image in images.iter().filter(|i| !i.status().is_terminal()) {
             self.remaining.insert(image.id);
-            self.spawn_image(myself, image.id).await?;
+            self.admit(myself, image.id).await?;
         }
         self.finish_if_done(myself).await
+    }
+
+    /// Gives the photo its actor if a photo slot is free, else queues it
+    /// behind the order's other waiting photos.
+    async fn admit(&mut self, myself: &ActorRef<OrderMsg>, image_id: Uuid) -> Result<(), ActorProcessingErr> {
+        if self.waiting.is_empty()
+            && let Ok(slot) = self.ctx().photo_slots.clone().try_acquire_owned()
+        {
+            return self.spawn_image(myself, image_id, slot).await;
+        }
+        self.waiting.push_back(image_id);
+        if self.waiting.len() == 1 {
+            self.wait_for_slot(myself);
+        }
+        Ok(())
+    }
+
+    /// One task per order waits (in the semaphore's fair queue) for the next
+    /// slot and hands it to the order.
+    fn wait_for_slot(&self, myself: &ActorRef<OrderMsg>) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let (slots, me) = (self.ctx().photo_slots.clone(), myself.clone());
+        tokio::spawn(async move {
+            if let Ok(slot) = slots.acquire_owned().await {
+                // An order actor gone meanwhile drops the slot with the message.
+                let _ = me.cast(OrderMsg::Admitted(slot));
+            }
+        });
     }
 
     async fn spawn_image(
         &mut self,
         myself: &ActorRef<OrderMsg>,
         image_id: Uuid,
+        slot: OwnedSemaphorePermit,
     ) -> Result<(), ActorProcessingErr> {
         let args = ImageArgs {
             ctx: self.ctx().clone(),
@@ -177,6 +234,7 @@ impl OrderState {
             pool: self.args.pool.clone(),
             parent: myself.clone(),
             provider: self.args.provider,
+            slot,
         };
         let (child, _) = Actor::spawn_linked(None, ImageActor, args, myself.get_cell()).await?;
         self.children.insert(child.get_id(), image_id);

@@ -41,6 +41,9 @@ impl StorageError {
     }
 }
 
+/// How much of a local file one read takes.
+const READ_CHUNK: usize = 1 << 20;
+
 /// One stored object as listed.
 #[derive(Debug, Clone)]
 pub struct StoredObject {
@@ -104,6 +107,9 @@ impl Storage {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Open(e.to_string()))?
             .with_automatic_cleanup(true);
+        // Files are read in 1 MiB chunks (the default is 8 KiB, one blocking
+        // hop each), so a streamed ZIP or photo is not bound by the hops.
+        let store = object_store::chunked::ChunkedStore::new(Arc::new(store), READ_CHUNK);
         Ok(Self::from_store(
             Arc::new(store),
             format!("file://{}", dir.display()),

@@ -152,12 +152,57 @@ pub async fn bare_http(concurrency: usize, requests: usize, body: Bytes) -> anyh
     Ok(latencies.summary(wall))
 }
 
-/// MB/s of `readers` reading `file` (already in the page cache) `rounds`
-/// times each: the disk-read ceiling for serving those bytes.
-pub async fn raw_read(file: &Path, readers: usize, rounds: usize) -> anyhow::Result<f64> {
+/// MB/s of a bare axum handler streaming `file` (256 KiB reads) to
+/// `clients` clients `rounds` times each: what HTTP on this machine allows.
+pub async fn bare_file_server(file: &Path, clients: usize, rounds: usize) -> anyhow::Result<f64> {
+    use axum::{Router, body::Body, routing::get};
+    let size = tokio::fs::metadata(file).await?.len();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/file", listener.local_addr()?);
+    let path = file.to_owned();
+    let app = Router::new().route(
+        "/file",
+        get(move || {
+            let path = path.clone();
+            async move {
+                match tokio::fs::File::open(&path).await {
+                    Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 << 10)),
+                    Err(e) => Body::from(e.to_string()),
+                }
+            }
+        }),
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = reqwest::Client::new();
+    let (_, wall) = timed_all(vec![(); clients * rounds], clients, None, move |()| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            use futures::StreamExt;
+            let mut body = client.get(&url).send().await?.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    server.abort();
+    Ok((size * (clients * rounds) as u64) as f64 / 1e6 / wall.as_secs_f64())
+}
+
+/// MB/s of `readers` reading `file` `rounds` times each: from the page
+/// cache (`cold = false`), or with the file evicted before each reader's
+/// first read begins (`cold`: the disk-read ceiling).
+pub async fn raw_read(file: &Path, readers: usize, rounds: usize, cold: bool) -> anyhow::Result<f64> {
     use tokio::io::AsyncReadExt;
     let size = tokio::fs::metadata(file).await?.len();
-    let _warm = tokio::fs::read(file).await?;
+    if cold {
+        evict(file)?;
+    } else {
+        let _warm = tokio::fs::read(file).await?;
+    }
     let started = Instant::now();
     let tasks: Vec<_> = (0..readers)
         .map(|_| {
@@ -176,6 +221,31 @@ pub async fn raw_read(file: &Path, readers: usize, rounds: usize) -> anyhow::Res
         task.await.context("reader")??;
     }
     Ok((size * (readers * rounds) as u64) as f64 / 1e6 / started.elapsed().as_secs_f64())
+}
+
+/// Drops a file's pages from the page cache, so its next read comes from
+/// the disk (the file is flushed first: only clean pages can be dropped).
+pub fn evict(path: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    file.sync_all()?;
+    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open for the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    anyhow::ensure!(rc == 0, "posix_fadvise failed on {}: {rc}", path.display());
+    Ok(())
+}
+
+/// Every file under `dir`, evicted from the page cache.
+pub fn evict_tree(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            evict_tree(&path)?;
+        } else {
+            evict(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// MB/s writing `bytes` to a new file, flushed to the disk.

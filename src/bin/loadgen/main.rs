@@ -79,9 +79,10 @@ enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
         concurrency: Vec<usize>,
         /// Files per concurrency level (half JPEG, half PNG).
-        #[arg(long, default_value_t = 48)]
+        #[arg(long, default_value_t = 24)]
         files: usize,
-        #[arg(long, default_value_t = 2.0)]
+        /// Photos of this size (old prints are scanned at 5–20 MP).
+        #[arg(long, default_value_t = 8.0)]
         megapixels: f64,
     },
     /// ZIP downloads: MB/s against a raw read of the same bytes.

@@ -154,6 +154,11 @@ impl ShopHandle {
         bail!("the shop did not answer /healthz in 30 s (see shop.log)")
     }
 
+    /// Where a started shop keeps its photos.
+    pub fn storage_dir(&self) -> Option<std::path::PathBuf> {
+        self._storage.as_ref().map(|d| d.path().join("photos"))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }
