@@ -1,5 +1,6 @@
 //! Hot paths of the paid-order path: verifying a Stripe signature, and
-//! validating an upload (full decode) per megapixel.
+//! validating an upload (full decode) per megapixel, beside a bare decode of
+//! the same bytes (the decode ceiling).
 
 use std::{hint::black_box, io::Cursor, time::Duration};
 
@@ -58,6 +59,10 @@ fn upload_validation(c: &mut Criterion) {
         group.throughput(Throughput::Elements(u64::from(w * h)));
         group.bench_with_input(BenchmarkId::new(name, "2MP"), &bytes, |b, bytes| {
             b.iter(|| validation::validate(black_box(bytes), &limits).expect("valid"))
+        });
+        // The decode ceiling: the same bytes decoded by `image` alone.
+        group.bench_with_input(BenchmarkId::new(format!("{name}_bare_decode"), "2MP"), &bytes, |b, bytes| {
+            b.iter(|| image::load_from_memory(black_box(bytes)).expect("decodes"))
         });
     }
     group.finish();

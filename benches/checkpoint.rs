@@ -1,0 +1,108 @@
+//! One state transition of a photo's job with its checkpoint — the
+//! database round trip each step of a restoration costs: an attempt starts
+//! (`queued → processing`, one statement) and is put back for a retry
+//! (`processing → queued`, one transaction). Needs Postgres
+//! (`TEST_DATABASE_URL`, as the tests).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use restoreclick::{
+    config::{Secret, Settings},
+    db, domain, fulfilment,
+    providers::payments::event::StripeEvent,
+};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A fresh database holding one paid order of one photo, its original stored.
+async fn one_job() -> (PgPool, Uuid, Uuid, String) {
+    let admin = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("rc_test_bench_{}", Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin).await.expect("postgres");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create db");
+    let mut url = url::Url::parse(&admin).expect("url");
+    url.set_path(&name);
+    let mut settings = Settings::load_with_env(std::path::Path::new("config"), &[]).expect("settings");
+    settings.database.url = Secret::new(url.to_string());
+    let pool = db::connect(&settings.database).await.expect("connect");
+    db::migrate(&pool).await.expect("migrate");
+
+    let session = domain::new_id();
+    let file = domain::new_id();
+    let mut tx = pool.begin().await.expect("tx");
+    db::uploads::create_session(&mut tx, session, OffsetDateTime::now_utc() + time::Duration::days(1))
+        .await
+        .expect("session");
+    db::uploads::insert_file(
+        &mut tx,
+        &db::uploads::FileRow {
+            id: file,
+            session_id: session,
+            filename: "photo.jpg".into(),
+            stem: "photo".into(),
+            ext: "jpg".into(),
+            content_type: "image/jpeg".into(),
+            bytes: 1000,
+            width: 100,
+            height: 75,
+            sha256: String::new(),
+            storage_key: restoreclick::storage::keys::temp(session, file, "jpg"),
+            created_at: OffsetDateTime::now_utc(),
+        },
+    )
+    .await
+    .expect("file");
+    tx.commit().await.expect("commit");
+    let payload = serde_json::json!({
+        "id": "evt_checkpoint", "type": "checkout.session.completed",
+        "data": {"object": {"id": "cs_checkpoint", "payment_status": "paid", "amount_total": 500,
+                 "client_reference_id": domain::format_id(domain::IdKind::UploadSession, session),
+                 "currency": "usd", "payment_intent": "pi_checkpoint"}}
+    });
+    let event: StripeEvent = serde_json::from_value(payload.clone()).expect("event");
+    fulfilment::apply(&pool, &settings, &event, &payload).await.expect("order");
+    let (job, image): (Uuid, Uuid) = sqlx::query_as("SELECT id, image_id FROM restoration_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+    sqlx::query("UPDATE images SET status = 'uploaded'")
+        .execute(&pool)
+        .await
+        .expect("original stored");
+    (pool, job, image, name)
+}
+
+fn transitions(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (pool, job, image, name) = runtime.block_on(one_job());
+    let mut group = c.benchmark_group("checkpoint");
+    group.bench_function("job_start_then_retry", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let attempt = db::jobs::begin_attempt(&pool, job, image, "instant").await.expect("start");
+            assert!(attempt.is_some(), "the job was queued");
+            let mut tx = pool.begin().await.expect("tx");
+            let due = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+            db::jobs::retry_at(&mut tx, job, due, "bench", "transient")
+                .await
+                .expect("retry");
+            tx.commit().await.expect("commit");
+        })
+    });
+    group.finish();
+    runtime.block_on(async {
+        pool.close().await;
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+        if let Ok(mut conn) = PgConnection::connect(&admin).await {
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+                .await;
+        }
+    });
+}
+
+criterion_group!(benches, transitions);
+criterion_main!(benches);
