@@ -33,9 +33,13 @@ async fn one_job() -> (PgPool, Uuid, Uuid, String) {
     let session = domain::new_id();
     let file = domain::new_id();
     let mut tx = pool.begin().await.expect("tx");
-    db::uploads::create_session(&mut tx, session, OffsetDateTime::now_utc() + time::Duration::days(1))
-        .await
-        .expect("session");
+    db::uploads::create_session(
+        &mut tx,
+        session,
+        OffsetDateTime::now_utc() + time::Duration::days(1),
+    )
+    .await
+    .expect("session");
     db::uploads::insert_file(
         &mut tx,
         &db::uploads::FileRow {
@@ -63,7 +67,9 @@ async fn one_job() -> (PgPool, Uuid, Uuid, String) {
                  "currency": "usd", "payment_intent": "pi_checkpoint"}}
     });
     let event: StripeEvent = serde_json::from_value(payload.clone()).expect("event");
-    fulfilment::apply(&pool, &settings, &event, &payload).await.expect("order");
+    fulfilment::apply(&pool, &settings, &event, &payload)
+        .await
+        .expect("order");
     let (job, image): (Uuid, Uuid) = sqlx::query_as("SELECT id, image_id FROM restoration_jobs")
         .fetch_one(&pool)
         .await
@@ -81,7 +87,9 @@ fn transitions(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
     group.bench_function("job_start_then_retry", |b| {
         b.to_async(&runtime).iter(|| async {
-            let attempt = db::jobs::begin_attempt(&pool, job, image, "instant").await.expect("start");
+            let attempt = db::jobs::begin_attempt(&pool, job, image, "instant")
+                .await
+                .expect("start");
             assert!(attempt.is_some(), "the job was queued");
             let mut tx = pool.begin().await.expect("tx");
             let due = OffsetDateTime::now_utc() - time::Duration::seconds(1);

@@ -22,9 +22,11 @@ fn local_engine(c: &mut Criterion) {
     for (w, h) in [(1000, 1000), (2000, 1500)] {
         let aged = DynamicImage::ImageRgb8(quality::degrade(&clean(w, h), 7));
         group.throughput(Throughput::Elements(u64::from(w * h)));
-        group.bench_with_input(BenchmarkId::new("restore", format!("{}MP", w * h / 1_000_000)), &aged, |b, aged| {
-            b.iter(|| restoration::restore(black_box(aged)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("restore", format!("{}MP", w * h / 1_000_000)),
+            &aged,
+            |b, aged| b.iter(|| restoration::restore(black_box(aged))),
+        );
     }
     group.finish();
 }

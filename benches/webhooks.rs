@@ -61,9 +61,11 @@ fn upload_validation(c: &mut Criterion) {
             b.iter(|| validation::validate(black_box(bytes), &limits).expect("valid"))
         });
         // The decode ceiling: the same bytes decoded by `image` alone.
-        group.bench_with_input(BenchmarkId::new(format!("{name}_bare_decode"), "2MP"), &bytes, |b, bytes| {
-            b.iter(|| image::load_from_memory(black_box(bytes)).expect("decodes"))
-        });
+        group.bench_with_input(
+            BenchmarkId::new(format!("{name}_bare_decode"), "2MP"),
+            &bytes,
+            |b, bytes| b.iter(|| image::load_from_memory(black_box(bytes)).expect("decodes")),
+        );
     }
     group.finish();
 }

@@ -491,7 +491,8 @@ async fn photos_past_the_live_budget_wait_their_turn_and_every_order_finishes() 
         "two photos have actors; four wait as rows"
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM images WHERE status = 'uploaded'").await,
+        app.count("SELECT count(*) FROM images WHERE status = 'uploaded'")
+            .await,
         4,
         "the waiting photos' originals are stored; the two with actors are processing"
     );

@@ -101,7 +101,11 @@ impl Actor for ImageActor {
 }
 
 impl ImageState {
-    async fn receive(&mut self, myself: &ActorRef<ImageMsg>, msg: ImageMsg) -> Result<(), ActorProcessingErr> {
+    async fn receive(
+        &mut self,
+        myself: &ActorRef<ImageMsg>,
+        msg: ImageMsg,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ImageMsg::Attempt => self.step(myself).await,
             ImageMsg::PoolResult {

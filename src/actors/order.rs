@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::OwnedSemaphorePermit;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::{
@@ -111,7 +111,11 @@ impl Actor for OrderActor {
 }
 
 impl OrderState {
-    async fn receive(&mut self, myself: &ActorRef<OrderMsg>, msg: OrderMsg) -> Result<(), ActorProcessingErr> {
+    async fn receive(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        msg: OrderMsg,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrderMsg::Start => self.start(myself).await,
             OrderMsg::ImageFinished { image_id, completed } => {

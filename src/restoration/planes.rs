@@ -40,6 +40,18 @@ impl Planes {
         self.len() == 0
     }
 
+    /// The pixels inside `r`, as planes of their own.
+    pub fn crop(&self, r: super::stages::Rect) -> Planes {
+        let mut out = Planes::new(r.width, r.height);
+        for (src, dst) in self.c.iter().zip(out.c.iter_mut()) {
+            for y in 0..r.height {
+                let from = (r.y + y) * self.width + r.x;
+                dst[y * r.width..(y + 1) * r.width].copy_from_slice(&src[from..from + r.width]);
+            }
+        }
+        out
+    }
+
     /// Luminance (Rec. 601).
     pub fn luma(&self) -> Vec<f32> {
         (0..self.len())

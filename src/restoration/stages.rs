@@ -12,13 +12,42 @@ pub fn estimate_noise(p: &Planes) -> f32 {
         return laplacian_noise(p);
     }
     let luma = p.luma();
-    let smooth = gaussian_sigma(&luma, w, h, 2.0);
-    let mut deviations = Vec::with_capacity((w / 8) * (h / 8));
-    for by in 0..h / 8 {
-        for bx in 0..w / 8 {
+    noise_from_deviations(block_deviations(&luma, w, h, Rect::all(w, h)))
+}
+
+/// A rectangle of a plane: the core of a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Rect {
+    pub fn all(width: usize, height: usize) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+
+    fn contains(&self, x: usize, y: usize) -> bool {
+        x >= self.x && y >= self.y && x < self.x + self.width && y < self.y + self.height
+    }
+}
+
+/// Standard deviations of `luma` minus its σ=2 blur, per 8×8 block of `core`.
+pub fn block_deviations(luma: &[f32], w: usize, h: usize, core: Rect) -> Vec<f32> {
+    let smooth = gaussian_sigma(luma, w, h, 2.0);
+    let mut deviations = Vec::with_capacity((core.width / 8) * (core.height / 8));
+    for by in 0..core.height / 8 {
+        for bx in 0..core.width / 8 {
             let (mut sum, mut sq) = (0.0f32, 0.0f32);
-            for y in by * 8..by * 8 + 8 {
-                for x in bx * 8..bx * 8 + 8 {
+            for y in core.y + by * 8..core.y + by * 8 + 8 {
+                for x in core.x + bx * 8..core.x + bx * 8 + 8 {
                     let d = luma[y * w + x] - smooth[y * w + x];
                     sum += d;
                     sq += d * d;
@@ -27,6 +56,14 @@ pub fn estimate_noise(p: &Planes) -> f32 {
             let mean = sum / 64.0;
             deviations.push((sq / 64.0 - mean * mean).max(0.0).sqrt());
         }
+    }
+    deviations
+}
+
+/// σ from block deviations: their 10th percentile (the flattest places).
+pub fn noise_from_deviations(mut deviations: Vec<f32>) -> f32 {
+    if deviations.is_empty() {
+        return 0.0;
     }
     let k = deviations.len() / 10;
     let (_, tenth, _) = deviations.select_nth_unstable_by(k, f32::total_cmp);
@@ -58,7 +95,7 @@ fn laplacian_noise(p: &Planes) -> f32 {
 }
 
 /// Median of a `(2r+1)²` window around every pixel, edges clamped.
-fn median_filter(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+pub(crate) fn median_filter(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     let mut out = vec![0.0; src.len()];
     let mut window = Vec::with_capacity((2 * r + 1) * (2 * r + 1));
     for y in 0..h {
@@ -75,27 +112,44 @@ fn median_filter(src: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
     out
 }
 
-/// Finds dust, specks and thin scratches (pixels far from their 5×5
-/// median, beyond what the noise explains), widens the mask by one pixel,
-/// and fills each masked pixel with the median of its unmasked neighbours.
-/// Returns the number of pixels filled.
-pub fn remove_defects(p: &mut Planes) -> usize {
+/// How far from its 5×5 median a pixel must be to count as dust or a
+/// scratch: beyond what the noise explains, and never under 40/255.
+pub fn defect_threshold(sigma: f32) -> f32 {
+    (5.0 * sigma).max(40.0 / 255.0)
+}
+
+/// Share of `core` pixels over `threshold` from their 5×5 median, as a
+/// histogram of the distances (for deciding, photo-wide, whether the
+/// "defects" are dust or texture).
+pub fn defect_distances(luma: &[f32], w: usize, h: usize, core: Rect) -> Vec<u64> {
+    let median = median_filter(luma, w, h, 2);
+    let mut histogram = vec![0u64; BINS];
+    for y in core.y..core.y + core.height {
+        for x in core.x..core.x + core.width {
+            let d = (luma[y * w + x] - median[y * w + x]).abs();
+            histogram[((d * (BINS - 1) as f32) as usize).min(BINS - 1)] += 1;
+        }
+    }
+    histogram
+}
+
+/// Finds dust, specks and thin scratches (pixels more than `threshold`
+/// from their 5×5 median), widens the mask by one pixel, and fills each
+/// masked pixel with the median of its unmasked neighbours. Returns the
+/// number of pixels filled inside `core`.
+pub fn fill_defects(p: &mut Planes, threshold: f32, core: Rect) -> usize {
     let (w, h) = (p.width, p.height);
     if w < 5 || h < 5 {
         return 0;
     }
     let luma = p.luma();
     let median = median_filter(&luma, w, h, 2);
-    let sigma = estimate_noise(p);
-    let threshold = (5.0 * sigma).max(40.0 / 255.0);
     let seeds: Vec<bool> = luma
         .iter()
         .zip(&median)
         .map(|(l, m)| (l - m).abs() > threshold)
         .collect();
-    let seed_count = seeds.iter().filter(|s| **s).count();
-    // A photo where "defects" are everywhere is texture, not dust.
-    if seed_count == 0 || seed_count > p.len() / 20 {
+    if !seeds.contains(&true) {
         return 0;
     }
     let mut mask = vec![false; seeds.len()];
@@ -141,7 +195,7 @@ pub fn remove_defects(p: &mut Planes) -> usize {
                     *window.select_nth_unstable_by(mid, f32::total_cmp).1
                 };
                 p.c[ch][i] = value;
-                if ch == 0 {
+                if ch == 0 && core.contains(x, y) {
                     filled += 1;
                 }
             }
@@ -150,8 +204,31 @@ pub fn remove_defects(p: &mut Planes) -> usize {
     filled
 }
 
-/// Edge-preserving denoising in a luma/chroma split: the luminance gets a
-/// 7×7 bilateral filter whose range tolerance follows the measured noise;
+/// [`fill_defects`] on a whole photo, with the threshold from its noise and
+/// nothing done where "defects" are everywhere (texture, not dust).
+pub fn remove_defects(p: &mut Planes) -> usize {
+    let (w, h) = (p.width, p.height);
+    if w < 5 || h < 5 {
+        return 0;
+    }
+    let threshold = defect_threshold(estimate_noise(p));
+    let distances = defect_distances(&p.luma(), w, h, Rect::all(w, h));
+    if !dust_not_texture(&distances, threshold, p.len()) {
+        return 0;
+    }
+    fill_defects(p, threshold, Rect::all(w, h))
+}
+
+/// Whether the pixels past `threshold` are few enough (at most 1 in 20) to
+/// be dust and scratches rather than the photo's own texture.
+pub fn dust_not_texture(distances: &[u64], threshold: f32, pixels: usize) -> bool {
+    let from = ((threshold * (BINS - 1) as f32) as usize + 1).min(distances.len());
+    let seeds: u64 = distances[from..].iter().sum();
+    seeds > 0 && seeds as usize <= pixels / 20
+}
+
+/// Edge-preserving denoising in a luma/chroma split: the luminance gets
+/// non-local means whose strength follows the measured noise;
 /// the colour differences, where old film and JPEG leave mostly blotches,
 /// are smoothed more broadly. Clean photos are left alone.
 pub fn denoise(p: &mut Planes, sigma: f32) {
@@ -162,7 +239,7 @@ pub fn denoise(p: &mut Planes, sigma: f32) {
     let luma = p.luma();
     let cb: Vec<f32> = (0..p.len()).map(|i| p.c[2][i] - luma[i]).collect();
     let cr: Vec<f32> = (0..p.len()).map(|i| p.c[0][i] - luma[i]).collect();
-    let y = bilateral(&luma, w, h, 3, 2.0, 2.8 * sigma);
+    let y = non_local_means(&luma, w, h, sigma, NLM_SEARCH, NLM_PATCH, NLM_STRENGTH);
     let chroma_sigma = (1.0 + 60.0 * sigma).min(3.0);
     let cb = gaussian_sigma(&cb, w, h, chroma_sigma);
     let cr = gaussian_sigma(&cr, w, h, chroma_sigma);
@@ -176,97 +253,207 @@ pub fn denoise(p: &mut Planes, sigma: f32) {
     }
 }
 
-/// A bilateral filter with a lookup table for the range weights.
-fn bilateral(
+/// Non-local means' search radius (offsets compared), patch radius, and
+/// strength (h = strength × σ).
+const NLM_SEARCH: usize = 4;
+const NLM_PATCH: usize = 2;
+const NLM_STRENGTH: f32 = 2.0;
+
+/// Non-local means (Buades, Coll and Morel), computed offset by offset with
+/// box sums (Darbon et al.) so the cost is linear in the pixels: every pixel
+/// becomes the average of the pixels within `search` whose `(2·patch+1)²`
+/// neighbourhoods look like its own, weighted by `exp(-max(d² − 2σ², 0) / h²)`
+/// with `h = strength·σ`. It keeps edges and fine texture that a bilateral
+/// filter rounds off.
+pub fn non_local_means(
     src: &[f32],
     w: usize,
     h: usize,
-    radius: usize,
-    spatial_sigma: f32,
-    range_sigma: f32,
+    sigma: f32,
+    search: usize,
+    patch: usize,
+    strength: f32,
 ) -> Vec<f32> {
-    const BINS: usize = 512;
-    const SPAN: f32 = 9.0; // weights below e^-9 are dropped
-    let scale = BINS as f32 / SPAN;
-    let lut: Vec<f32> = (0..BINS).map(|i| (-(i as f32) / scale).exp()).collect();
-    let inv = 1.0 / (2.0 * range_sigma * range_sigma);
-    let r = radius as isize;
-    let taps: Vec<(isize, isize, f32)> = (-r..=r)
-        .flat_map(|dy| (-r..=r).map(move |dx| (dx, dy)))
-        .map(|(dx, dy)| {
-            (
-                dx,
-                dy,
-                (-((dx * dx + dy * dy) as f32) / (2.0 * spatial_sigma * spatial_sigma)).exp(),
-            )
-        })
+    const LUT_BINS: usize = 1024;
+    const LUT_SPAN: f32 = 8.0; // weights below e^-8 are dropped
+    let lut: Vec<f32> = (0..LUT_BINS)
+        .map(|i| (-(i as f32) * LUT_SPAN / LUT_BINS as f32).exp())
         .collect();
-    let mut out = vec![0.0; src.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let centre = src[y * w + x];
-            let (mut acc, mut total) = (0.0f32, 0.0f32);
-            for &(dx, dy, spatial) in &taps {
-                let yy = (y as isize + dy).clamp(0, h as isize - 1) as usize;
-                let xx = (x as isize + dx).clamp(0, w as isize - 1) as usize;
-                let v = src[yy * w + xx];
-                let d = v - centre;
-                let bin = (d * d * inv * scale) as usize;
-                if bin < BINS {
-                    let weight = spatial * lut[bin];
-                    acc += weight * v;
-                    total += weight;
+    let n = w * h;
+    let inv_h2 = 1.0 / (strength * sigma).powi(2).max(1e-12);
+    let floor = 2.0 * sigma * sigma;
+    let area = ((2 * patch + 1) * (2 * patch + 1)) as f32;
+    let scale = inv_h2 / area * LUT_BINS as f32 / LUT_SPAN;
+    let (mut num, mut den, mut best) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let (mut diff, mut rows, mut sums) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let s = search as isize;
+    for dy in 0..=s {
+        for dx in -s..=s {
+            if dy == 0 && dx <= 0 {
+                continue; // each pair once: the weight serves both pixels
+            }
+            // Squared differences to the offset pixel; outside the photo, too far to count.
+            for y in 0..h {
+                let yy = y as isize + dy;
+                for x in 0..w {
+                    let xx = x as isize + dx;
+                    diff[y * w + x] = if yy < h as isize && xx >= 0 && xx < w as isize {
+                        let d = src[y * w + x] - src[yy as usize * w + xx as usize];
+                        d * d
+                    } else {
+                        1.0
+                    };
                 }
             }
-            out[y * w + x] = acc / total;
+            box_sum(&diff, &mut rows, &mut sums, w, h, patch);
+            for y in 0..h {
+                let yy = y as isize + dy;
+                if yy >= h as isize {
+                    break;
+                }
+                for x in 0..w {
+                    let xx = x as isize + dx;
+                    if xx < 0 || xx >= w as isize {
+                        continue;
+                    }
+                    let (i, j) = (y * w + x, yy as usize * w + xx as usize);
+                    let bin = ((sums[i] - floor * area).max(0.0) * scale) as usize;
+                    if bin >= LUT_BINS {
+                        continue;
+                    }
+                    let weight = lut[bin];
+                    num[i] += weight * src[j];
+                    den[i] += weight;
+                    best[i] = best[i].max(weight);
+                    num[j] += weight * src[i];
+                    den[j] += weight;
+                    best[j] = best[j].max(weight);
+                }
+            }
         }
     }
-    out
+    // A pixel counts itself as much as its most similar neighbour.
+    (0..n)
+        .map(|i| {
+            let own = if best[i] > 0.0 { best[i] } else { 1.0 };
+            (num[i] + own * src[i]) / (den[i] + own)
+        })
+        .collect()
 }
 
-/// Per-channel levels from each channel's 0.5th and 99.5th percentiles: a
-/// faded print's washed-out range and its colour cast are undone together
-/// (each channel faded and tinted on its own). A channel that already spans
-/// its range is left alone, and no channel is stretched more than 4×, so
-/// noise is not blown up. Returns the black and white points of each channel.
-pub fn stretch_channels(p: &mut Planes) -> [(f32, f32); 3] {
-    let mut points = [(0.0, 1.0); 3];
-    if p.is_empty() {
-        return points;
+/// Sums of `src` over `(2r+1)²` windows (cut at the edges), separably.
+fn box_sum(src: &[f32], rows: &mut [f32], out: &mut [f32], w: usize, h: usize, r: usize) {
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        let mut acc: f32 = row[..r.min(w)].iter().sum();
+        for x in 0..w {
+            if x + r < w {
+                acc += row[x + r];
+            }
+            rows[y * w + x] = acc;
+            if x >= r {
+                acc -= row[x - r];
+            }
+        }
     }
-    for (ch, point) in points.iter_mut().enumerate() {
-        let (lo, hi) = percentiles(&p.c[ch], 0.005, 0.995);
+    for x in 0..w {
+        let mut acc: f32 = (0..r.min(h)).map(|y| rows[y * w + x]).sum();
+        for y in 0..h {
+            if y + r < h {
+                acc += rows[(y + r) * w + x];
+            }
+            out[y * w + x] = acc;
+            if y >= r {
+                acc -= rows[(y - r) * w + x];
+            }
+        }
+    }
+}
+
+/// Histogram bins over 0..=1 used by the photo-wide measurements.
+pub const BINS: usize = 1024;
+
+/// How one channel's tones are remapped: `lo..lo + span` onto the tonal
+/// range photographs keep. `None` leaves the channel as it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub lo: f32,
+    pub span: f32,
+}
+
+/// Empty per-channel histograms of [`BINS`] bins (on the heap: tiles are
+/// measured on threads with small stacks).
+pub fn histograms() -> [Vec<u64>; 3] {
+    [vec![0; BINS], vec![0; BINS], vec![0; BINS]]
+}
+
+/// Adds `p`'s pixels to per-channel histograms.
+pub fn add_to_histograms(p: &Planes, histograms: &mut [Vec<u64>; 3]) {
+    for (plane, histogram) in p.c.iter().zip(histograms.iter_mut()) {
+        for v in plane {
+            histogram[(v.clamp(0.0, 1.0) * (BINS - 1) as f32) as usize] += 1;
+        }
+    }
+}
+
+/// Per-channel levels from each channel's 0.5th and 99.5th percentiles (of
+/// the photo slightly blurred, so grain and dust do not widen them): a faded
+/// print's washed-out range and its colour cast are undone together (each
+/// channel faded and tinted on its own). A channel that already spans its
+/// range is left alone, and no channel is stretched more than 3.5× (a span
+/// of at least 0.25, kept centred on the tones the photo has), so noise is
+/// not blown up and a photo that is dark or pale by nature keeps its key.
+pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
+    histograms.each_ref().map(|histogram| {
+        let (lo, hi) = percentiles(histogram, 0.005, 0.995);
         if hi - lo >= 0.92 || hi <= lo {
-            continue;
+            return None;
         }
         let span = (hi - lo).max(0.25);
-        let lo = lo.min(1.0 - span).max(0.0);
-        // Onto 5%..85%, where most photographs keep their tones: stretching
-        // a faded print to pure black and white overshoots more often than not.
-        let scale = (TONE_TOP - TONE_BOTTOM) / span;
-        p.c[ch]
-            .iter_mut()
-            .for_each(|v| *v = (TONE_BOTTOM + (*v - lo) * scale).clamp(0.0, 1.0));
-        *point = (lo, lo + span);
-    }
-    points
+        let centre = (lo + hi) / 2.0;
+        Some(Level {
+            lo: (centre - span / 2.0).clamp(0.0, 1.0 - span),
+            span,
+        })
+    })
 }
 
-const TONE_BOTTOM: f32 = 0.05;
-const TONE_TOP: f32 = 0.85;
-
-fn percentiles(values: &[f32], low: f64, high: f64) -> (f32, f32) {
-    let mut histogram = [0usize; 1024];
-    for v in values {
-        histogram[(v.clamp(0.0, 1.0) * 1023.0) as usize] += 1;
+/// Remaps each channel by its level, onto 3%..90%, where most photographs
+/// keep their tones: stretching a faded print to pure black and white
+/// overshoots more often than not.
+pub fn apply_levels(p: &mut Planes, levels: &[Option<Level>; 3]) {
+    for (plane, level) in p.c.iter_mut().zip(levels) {
+        if let Some(Level { lo, span }) = *level {
+            let scale = (TONE_TOP - TONE_BOTTOM) / span;
+            plane
+                .iter_mut()
+                .for_each(|v| *v = (TONE_BOTTOM + (*v - lo) * scale).clamp(0.0, 1.0));
+        }
     }
+}
+
+/// [`levels_from`] and [`apply_levels`] on a whole photo; returns the black
+/// and white points of each channel.
+pub fn stretch_channels(p: &mut Planes) -> [(f32, f32); 3] {
+    let mut histograms = histograms();
+    add_to_histograms(p, &mut histograms);
+    let levels = levels_from(&histograms);
+    apply_levels(p, &levels);
+    levels.map(|l| l.map_or((0.0, 1.0), |l| (l.lo, l.lo + l.span)))
+}
+
+pub(crate) const TONE_BOTTOM: f32 = 0.03;
+pub(crate) const TONE_TOP: f32 = 0.90;
+
+fn percentiles(histogram: &[u64], low: f64, high: f64) -> (f32, f32) {
+    let total: u64 = histogram.iter().sum();
     let at = |q: f64| {
-        let target = (q * values.len() as f64) as usize;
+        let target = (q * total as f64) as u64;
         let mut seen = 0;
         for (bin, count) in histogram.iter().enumerate() {
             seen += count;
             if seen > target {
-                return bin as f32 / 1023.0;
+                return bin as f32 / (histogram.len() - 1) as f32;
             }
         }
         1.0
@@ -364,6 +551,68 @@ mod tests {
         let filled = remove_defects(&mut p);
         assert!(filled >= 31, "{filled}");
         assert!(p.c[0].iter().all(|v| (v - 0.4).abs() < 0.01));
+    }
+
+    #[test]
+    fn box_sums_match_a_plain_sum() {
+        let (w, h) = (9, 7);
+        let src: Vec<f32> = (0..w * h).map(|i| (i % 5) as f32).collect();
+        let (mut rows, mut out) = (vec![0.0; w * h], vec![0.0; w * h]);
+        box_sum(&src, &mut rows, &mut out, w, h, 2);
+        for y in 0..h {
+            for x in 0..w {
+                let mut expected = 0.0;
+                for yy in y.saturating_sub(2)..=(y + 2).min(h - 1) {
+                    for xx in x.saturating_sub(2)..=(x + 2).min(w - 1) {
+                        expected += src[yy * w + xx];
+                    }
+                }
+                assert!((out[y * w + x] - expected).abs() < 1e-4, "({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn non_local_means_keeps_an_edge_and_removes_noise() {
+        let (w, h) = (48, 32);
+        let mut seed = 11u32;
+        let clean: Vec<f32> = (0..w * h)
+            .map(|i| if i % w < w / 2 { 0.2 } else { 0.8 })
+            .collect();
+        let noisy: Vec<f32> = clean
+            .iter()
+            .map(|v| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                v + ((seed >> 16) % 41) as f32 / 1000.0 - 0.02
+            })
+            .collect();
+        let out = non_local_means(&noisy, w, h, 0.012, 4, 2, 0.6);
+        let error =
+            |a: &[f32]| a.iter().zip(&clean).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+        assert!(
+            error(&out) < error(&noisy) / 2.0,
+            "{} vs {}",
+            error(&out),
+            error(&noisy)
+        );
+        let edge = |v: &[f32], y: usize| v[y * w + w / 2] - v[y * w + w / 2 - 1];
+        assert!(edge(&out, 16) > 0.5, "the edge stays sharp: {}", edge(&out, 16));
+    }
+
+    #[test]
+    fn texture_everywhere_is_not_dust() {
+        let mut distances = vec![0u64; BINS];
+        let threshold = defect_threshold(0.0);
+        let far = ((threshold + 0.1) * (BINS - 1) as f32) as usize;
+        distances[far] = 40;
+        distances[0] = 960;
+        assert!(dust_not_texture(&distances, threshold, 1000), "4 % may be dust");
+        distances[far] = 100;
+        assert!(!dust_not_texture(&distances, threshold, 1000), "10 % is texture");
+        assert!(
+            !dust_not_texture(&[0; BINS], threshold, 1000),
+            "nothing to remove"
+        );
     }
 
     #[test]

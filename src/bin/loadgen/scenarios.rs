@@ -485,8 +485,14 @@ pub async fn downloads(
     let mut table = Table::new(
         &format!("ZIP of {photos} restored photos ({zip_mb:.0} MB) over HTTP (medians of 3 runs)"),
         &[
-            "clients", "read from", "ZIP MB/s", "raw read MB/s", "share of raw read", "bare HTTP file MB/s",
-            "share of bare HTTP", "p50 s per ZIP",
+            "clients",
+            "read from",
+            "ZIP MB/s",
+            "raw read MB/s",
+            "share of raw read",
+            "bare HTTP file MB/s",
+            "share of bare HTTP",
+            "p50 s per ZIP",
         ],
     );
     let mut disk_shares = Vec::new();

@@ -13,8 +13,9 @@ use crate::storage::Storage;
 
 pub struct LocalRestorer {
     storage: Storage,
-    /// The engine is CPU-bound and holds a few float copies of the photo:
-    /// more runs than cores only add memory, so they queue here.
+    /// The engine is CPU-bound (its tiles already use every core) and holds
+    /// the decoded photo and its output: more runs than cores only add
+    /// memory, so they queue here.
     engines: Arc<Semaphore>,
 }
 

@@ -1,0 +1,188 @@
+//! Photo-wide measurements, taken tile by tile before any tile is changed,
+//! so every tile is restored with the same parameters (no seams): the
+//! channels' tonal ranges (fade and colour cast), the noise as it came (for
+//! telling dust from grain) and as the levels leave it (for the denoiser),
+//! and how much of the photo looks like dust.
+
+use image::DynamicImage;
+use rayon::prelude::*;
+
+use super::{
+    stages::{self, BINS, Level, Rect},
+    tiles::Tile,
+};
+
+/// What the engine measured, and so how it works on this photo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub levels: [Option<Level>; 3],
+    /// Noise σ after the levels, 0..=1 units.
+    pub noise_sigma: f32,
+    pub defect_threshold: f32,
+    /// False when "defects" are everywhere: that is texture, not dust.
+    pub remove_defects: bool,
+}
+
+fn core_rect(tile: &Tile, with_halo: bool) -> Rect {
+    let (x, y) = if with_halo { tile.core_offset() } else { (0, 0) };
+    Rect {
+        x,
+        y,
+        width: tile.width as usize,
+        height: tile.height as usize,
+    }
+}
+
+/// Distance classes (from a pixel's luma to its 5×5 median) of the joint
+/// histogram, so tones can be counted without the dust once the threshold
+/// is known.
+const CLASSES: usize = 64;
+
+/// σ of the blur the tonal range is measured through.
+const TONE_BLUR: f32 = 2.0;
+
+/// What one tile contributes to the photo-wide measurements.
+struct Sample {
+    /// Channel values by distance class: `[class * BINS + bin]` per channel.
+    tones: [Vec<u64>; 3],
+    /// Noise blocks of the photo as it came.
+    deviations: Vec<f32>,
+    /// Distances from the median, for the share of dust.
+    distances: Vec<u64>,
+    pixels: usize,
+}
+
+impl Sample {
+    fn empty() -> Self {
+        let tones = || vec![0u64; CLASSES * BINS];
+        Self {
+            tones: [tones(), tones(), tones()],
+            deviations: Vec::new(),
+            distances: vec![0; BINS],
+            pixels: 0,
+        }
+    }
+
+    fn merge(mut self, other: Sample) -> Self {
+        for (a, b) in self.tones.iter_mut().zip(other.tones) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        self.deviations.extend(other.deviations);
+        self.distances = add_histogram(self.distances, other.distances);
+        self.pixels += other.pixels;
+        self
+    }
+
+    fn of(planes: &super::Planes, core: Rect) -> Self {
+        let mut sample = Self::empty();
+        let (w, h) = (planes.width, planes.height);
+        let luma = planes.luma();
+        if w >= 16 && h >= 16 {
+            sample.deviations = stages::block_deviations(&luma, w, h, core);
+        }
+        let median = if w >= 5 && h >= 5 {
+            stages::median_filter(&luma, w, h, 2)
+        } else {
+            luma.clone()
+        };
+        // Tones are counted slightly blurred: grain's tails are not the photo's range.
+        let toned = planes
+            .c
+            .each_ref()
+            .map(|plane| stages::gaussian_sigma(plane, w, h, TONE_BLUR));
+        for y in core.y..core.y + core.height {
+            for x in core.x..core.x + core.width {
+                let i = y * w + x;
+                let d = (luma[i] - median[i]).abs();
+                sample.distances[((d * (BINS - 1) as f32) as usize).min(BINS - 1)] += 1;
+                let class = ((d * CLASSES as f32) as usize).min(CLASSES - 1);
+                for (tones, plane) in sample.tones.iter_mut().zip(&toned) {
+                    tones[class * BINS + ((plane[i].clamp(0.0, 1.0) * (BINS - 1) as f32) as usize)] += 1;
+                }
+            }
+        }
+        sample.pixels = core.width * core.height;
+        sample
+    }
+
+    /// Per-channel histograms of the pixels closer than `threshold` to
+    /// their median: the photo's tones without its dust and scratches.
+    fn tones_without_dust(&self, threshold: f32) -> [Vec<u64>; 3] {
+        let classes = ((threshold * CLASSES as f32) as usize).clamp(1, CLASSES);
+        self.tones.each_ref().map(|tones| {
+            let mut histogram = vec![0u64; BINS];
+            for class in tones.chunks(BINS).take(classes) {
+                histogram.iter_mut().zip(class).for_each(|(h, c)| *h += c);
+            }
+            histogram
+        })
+    }
+}
+
+pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
+    // The photo as it came: its noise, how much of it stands out from its
+    // surroundings the way dust does, and its tones without that dust.
+    let sample = tiles
+        .par_iter()
+        .map(|tile| {
+            let (planes, _) = tile.planes(image, true);
+            Sample::of(&planes, core_rect(tile, true))
+        })
+        .reduce(Sample::empty, Sample::merge);
+    let raw_sigma = noise(sample.deviations.clone(), image, tiles, None);
+    let defect_threshold = stages::defect_threshold(raw_sigma);
+    let remove_defects = stages::dust_not_texture(&sample.distances, defect_threshold, sample.pixels);
+    let levels =
+        stages::levels_from(&sample.tones_without_dust(if remove_defects { defect_threshold } else { 1.0 }));
+    // The noise the denoiser meets: after the levels have stretched it.
+    let stretched = tiles
+        .par_iter()
+        .map(|tile| {
+            let (mut planes, _) = tile.planes(image, true);
+            stages::apply_levels(&mut planes, &levels);
+            let (w, h) = (planes.width, planes.height);
+            if w >= 16 && h >= 16 {
+                stages::block_deviations(&planes.luma(), w, h, core_rect(tile, true))
+            } else {
+                Vec::new()
+            }
+        })
+        .reduce(Vec::new, |mut a, b| {
+            a.extend(b);
+            a
+        });
+    Params {
+        noise_sigma: noise(stretched, image, tiles, Some(&levels)),
+        levels,
+        defect_threshold,
+        remove_defects,
+    }
+}
+
+/// σ from the blocks; a photo too small for 8×8 blocks is one tile, measured whole.
+fn noise(
+    deviations: Vec<f32>,
+    image: &DynamicImage,
+    tiles: &[Tile],
+    levels: Option<&[Option<Level>; 3]>,
+) -> f32 {
+    if !deviations.is_empty() {
+        return stages::noise_from_deviations(deviations);
+    }
+    let Some(tile) = tiles.first() else { return 0.0 };
+    let (mut planes, _) = tile.planes(image, false);
+    if let Some(levels) = levels {
+        stages::apply_levels(&mut planes, levels);
+    }
+    stages::estimate_noise(&planes)
+}
+
+fn add_histogram(mut a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    a
+}
+
+/// The core of `tile` inside its halo region.
+pub fn core_in_halo(tile: &Tile) -> Rect {
+    core_rect(tile, true)
+}
