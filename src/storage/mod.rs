@@ -43,6 +43,8 @@ impl StorageError {
 
 /// How much of a local file one read takes.
 const READ_CHUNK: usize = 1 << 20;
+/// The part size of streamed writes.
+const WRITE_PART: usize = 5 << 20;
 
 /// One stored object as listed.
 #[derive(Debug, Clone)]
@@ -192,7 +194,10 @@ impl Storage {
     /// A writer that streams into `key` (multipart where the store has it);
     /// the object appears whole only when the writer is shut down.
     pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
-        object_store::buffered::BufWriter::new(self.store.clone(), Path::from(key))
+        // At most two 5 MiB parts in flight (S3's smallest part size): a
+        // writer fed faster than storage takes it waits instead of buffering.
+        object_store::buffered::BufWriter::with_capacity(self.store.clone(), Path::from(key), WRITE_PART)
+            .with_max_concurrency(2)
     }
 
     /// The object's size, or `None` when it does not exist.
