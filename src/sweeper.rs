@@ -26,18 +26,18 @@ pub async fn sweep_orphans(
     storage: &Storage,
     before: OffsetDateTime,
 ) -> Result<usize, SweepError> {
-    let candidates: Vec<String> = storage
+    let candidates: Vec<_> = storage
         .list(Area::Temp.prefix())
         .await?
         .into_iter()
         .filter(|o| o.last_modified < before)
-        .map(|o| o.key)
         .collect();
     let mut removed = 0;
     for chunk in candidates.chunks(500) {
-        let owned = db::uploads::existing_keys(db, chunk).await?;
-        for key in chunk.iter().filter(|k| !owned.contains(k)) {
-            storage.delete(key).await?;
+        let keys: Vec<String> = chunk.iter().map(|o| o.key.clone()).collect();
+        let owned = db::uploads::existing_keys(db, &keys).await?;
+        for object in chunk.iter().filter(|o| !owned.contains(&o.key)) {
+            storage.delete_listed(object).await?;
             removed += 1;
         }
     }
@@ -100,15 +100,14 @@ pub async fn sweep_retention(
 
 /// Deletes cached download archives built before `before`; returns how many.
 pub async fn sweep_stale_zips(storage: &Storage, before: OffsetDateTime) -> Result<usize, SweepError> {
-    let stale: Vec<String> = storage
+    let stale: Vec<_> = storage
         .list(Area::Downloads.prefix())
         .await?
         .into_iter()
         .filter(|o| crate::zipstream::built_at(&o.key).is_none_or(|at| at < before.unix_timestamp()))
-        .map(|o| o.key)
         .collect();
-    for key in &stale {
-        storage.delete(key).await?;
+    for object in &stale {
+        storage.delete_listed(object).await?;
     }
     Ok(stale.len())
 }

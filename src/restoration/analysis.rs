@@ -23,16 +23,6 @@ pub struct Params {
     pub remove_defects: bool,
 }
 
-fn core_rect(tile: &Tile, with_halo: bool) -> Rect {
-    let (x, y) = if with_halo { tile.core_offset() } else { (0, 0) };
-    Rect {
-        x,
-        y,
-        width: tile.width as usize,
-        height: tile.height as usize,
-    }
-}
-
 /// Distance classes (from a pixel's luma to its 5×5 median) of the joint
 /// histogram, so tones can be counted without the dust once the threshold
 /// is known.
@@ -126,7 +116,7 @@ pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
         .par_iter()
         .map(|tile| {
             let (planes, _) = tile.planes(image, true);
-            Sample::of(&planes, core_rect(tile, true))
+            Sample::of(&planes, tile.core())
         })
         .reduce(Sample::empty, Sample::merge);
     let raw_sigma = noise(sample.deviations.clone(), image, tiles, None);
@@ -142,7 +132,7 @@ pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
             stages::apply_levels(&mut planes, &levels);
             let (w, h) = (planes.width, planes.height);
             if w >= 16 && h >= 16 {
-                stages::block_deviations(&planes.luma(), w, h, core_rect(tile, true))
+                stages::block_deviations(&planes.luma(), w, h, tile.core())
             } else {
                 Vec::new()
             }
@@ -180,9 +170,4 @@ fn noise(
 fn add_histogram(mut a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
     a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
     a
-}
-
-/// The core of `tile` inside its halo region.
-pub fn core_in_halo(tile: &Tile) -> Rect {
-    core_rect(tile, true)
 }

@@ -54,7 +54,7 @@ pub fn restore_in_tiles(image: &DynamicImage, tile: u32) -> (DynamicImage, Repor
             .par_iter()
             .map(|tile| {
                 let (mut planes, region) = tile.planes(image, true);
-                let filled = restore_tile(&mut planes, &params, analysis::core_in_halo(tile));
+                let filled = restore_tile(&mut planes, &params, tile.core());
                 (*tile, planes.to_image_like(&region), filled)
             })
             .collect();

@@ -6,7 +6,7 @@
 
 use image::{DynamicImage, GenericImage};
 
-use super::Planes;
+use super::{Planes, stages::Rect};
 
 /// A tile's side, in pixels.
 pub const TILE: u32 = 512;
@@ -31,6 +31,17 @@ impl Tile {
     /// Where the core starts inside the halo region.
     pub fn core_offset(&self) -> (usize, usize) {
         ((self.x - self.halo_x) as usize, (self.y - self.halo_y) as usize)
+    }
+
+    /// The core as a rectangle of the halo region (what a tile's stages count).
+    pub fn core(&self) -> Rect {
+        let (x, y) = self.core_offset();
+        Rect {
+            x,
+            y,
+            width: self.width as usize,
+            height: self.height as usize,
+        }
     }
 
     /// The tile's pixels as planes: its core alone, or with its halo.

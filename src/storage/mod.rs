@@ -217,6 +217,11 @@ impl Storage {
         }
     }
 
+    /// Deletes an object a listing found, without asking its size again.
+    pub async fn delete_listed(&self, object: &StoredObject) -> Result<(), StorageError> {
+        self.delete_sized(&object.key, object.size).await
+    }
+
     /// Deletes a key whose size the caller knows (from a listing).
     async fn delete_sized(&self, key: &str, size: u64) -> Result<(), StorageError> {
         match self.store.delete(&Path::from(key)).await {
