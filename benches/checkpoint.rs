@@ -4,11 +4,14 @@
 //! (`processing → queued`, one transaction). Needs Postgres
 //! (`TEST_DATABASE_URL`, as the tests).
 
+mod fixtures;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use restoreclick::{
     config::{Secret, Settings},
-    db, domain, fulfilment,
-    providers::payments::event::StripeEvent,
+    db,
+    shop::fulfilment,
+    storage::keys,
 };
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -30,43 +33,8 @@ async fn one_job() -> (PgPool, Uuid, Uuid, String) {
     let pool = db::connect(&settings.database).await.expect("connect");
     db::migrate(&pool).await.expect("migrate");
 
-    let session = domain::new_id();
-    let file = domain::new_id();
-    let mut tx = pool.begin().await.expect("tx");
-    db::uploads::create_session(
-        &mut tx,
-        session,
-        OffsetDateTime::now_utc() + time::Duration::days(1),
-    )
-    .await
-    .expect("session");
-    db::uploads::insert_file(
-        &mut tx,
-        &db::uploads::FileRow {
-            id: file,
-            session_id: session,
-            filename: "photo.jpg".into(),
-            stem: "photo".into(),
-            ext: "jpg".into(),
-            content_type: "image/jpeg".into(),
-            bytes: 1000,
-            width: 100,
-            height: 75,
-            sha256: String::new(),
-            storage_key: restoreclick::storage::keys::temp(session, file, "jpg"),
-            created_at: OffsetDateTime::now_utc(),
-        },
-    )
-    .await
-    .expect("file");
-    tx.commit().await.expect("commit");
-    let payload = serde_json::json!({
-        "id": "evt_checkpoint", "type": "checkout.session.completed",
-        "data": {"object": {"id": "cs_checkpoint", "payment_status": "paid", "amount_total": 500,
-                 "client_reference_id": domain::format_id(domain::IdKind::UploadSession, session),
-                 "currency": "usd", "payment_intent": "pi_checkpoint"}}
-    });
-    let event: StripeEvent = serde_json::from_value(payload.clone()).expect("event");
+    let session = fixtures::upload_session(&pool, 1, 1000, |s, f| keys::temp(s, f, "jpg")).await;
+    let (event, payload) = fixtures::paid_event(&pool, &settings, session, "bench@example.com").await;
     fulfilment::apply(&pool, &settings, &event, &payload)
         .await
         .expect("order");

@@ -9,17 +9,18 @@
 //! Run: `cargo bench --bench pipeline` (`PIPELINE_ORDERS`, `PIPELINE_PHOTOS`,
 //! `PIPELINE_CONCURRENCY` to change the load).
 
+mod fixtures;
+
 use std::{sync::Arc, time::Instant};
 
 use restoreclick::{
     config::{RestorationProvider, Secret, Settings},
-    db, domain, fulfilment,
-    providers::payments::event::StripeEvent,
+    db,
+    shop::fulfilment,
     startup::Workers,
     storage::{Storage, keys},
 };
 use sqlx::{Connection, Executor, PgConnection};
-use time::OffsetDateTime;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -118,48 +119,16 @@ async fn pay(
     photos: usize,
     n: usize,
 ) {
-    let session = domain::new_id();
-    let mut tx = pool.begin().await.expect("tx");
-    db::uploads::create_session(
-        &mut tx,
-        session,
-        OffsetDateTime::now_utc() + time::Duration::days(1),
-    )
-    .await
-    .expect("session");
-    for _ in 0..photos {
-        let file = domain::new_id();
-        let key = keys::temp(session, file, "jpg");
-        storage.put(&key, photo.to_vec().into()).await.expect("put");
-        db::uploads::insert_file(
-            &mut tx,
-            &db::uploads::FileRow {
-                id: file,
-                session_id: session,
-                filename: "photo.jpg".into(),
-                stem: "photo".into(),
-                ext: "jpg".into(),
-                content_type: "image/jpeg".into(),
-                bytes: photo.len() as i64,
-                width: 64,
-                height: 64,
-                sha256: String::new(),
-                storage_key: key,
-                created_at: OffsetDateTime::now_utc(),
-            },
-        )
-        .await
-        .expect("file");
+    let session =
+        fixtures::upload_session(pool, photos, photo.len() as i64, |s, f| keys::temp(s, f, "jpg")).await;
+    for file in db::uploads::list_files(pool, session).await.expect("files") {
+        storage
+            .put(&file.storage_key, photo.to_vec().into())
+            .await
+            .expect("put");
     }
-    tx.commit().await.expect("commit");
-    let upload_ref = domain::format_id(domain::IdKind::UploadSession, session);
-    let payload = serde_json::json!({
-        "id": format!("evt_bench_{n}"), "type": "checkout.session.completed",
-        "data": {"object": {"id": format!("cs_bench_{n}"), "client_reference_id": upload_ref,
-                 "payment_status": "paid", "amount_total": 500 * photos, "currency": "usd",
-                 "payment_intent": format!("pi_bench_{n}"), "customer_details": {"email": "bench@example.com"}}}
-    });
-    let event: StripeEvent = serde_json::from_value(payload.clone()).expect("event");
+    let (event, payload) =
+        fixtures::paid_event(pool, settings, session, &format!("bench{n}@example.com")).await;
     fulfilment::apply(pool, settings, &event, &payload)
         .await
         .expect("fulfilment");

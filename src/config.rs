@@ -99,6 +99,7 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub pricing: PricingSettings,
     pub payments: PaymentSettings,
+    pub refunds: RefundSettings,
     pub stripe: StripeSettings,
     pub restoration: RestorationSettings,
     pub replicate: ReplicateSettings,
@@ -277,6 +278,27 @@ pub struct PaymentSettings {
     pub provider: Option<PaymentsProvider>,
     #[serde(with = "humantime_serde")]
     pub checkout_ttl: Duration,
+    /// While no payment event has arrived, the shop asks the provider about a
+    /// checkout at most this often (the success page polls faster).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// How long after its checkout's expiry a delayed payment (bank debit,
+    /// voucher) may still arrive; past it the checkout is given up.
+    #[serde(with = "humantime_serde")]
+    pub async_payment_window: Duration,
+}
+
+/// Money the shop gives back by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundSettings {
+    /// Refund the price of the photos of an order that could not be
+    /// restored (a total failure is always refunded in full).
+    pub partial: bool,
+    /// Attempts at the provider before a refund is failed and an operator told.
+    pub max_attempts: u32,
+    /// First retry after this long, doubling per attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -780,6 +802,13 @@ impl Settings {
                 || self.payments.checkout_ttl > Duration::from_secs(24 * 3600) =>
             {
                 Err(invalid("payments.checkout_ttl", "must be between 30m and 24h"))
+            }
+            _ if self.payments.sync_interval < Duration::from_secs(1) => {
+                Err(invalid("payments.sync_interval", "must be at least 1s"))
+            }
+            _ if self.refunds.max_attempts == 0 => Err(invalid("refunds.max_attempts", "must be at least 1")),
+            _ if self.refunds.backoff_base.is_zero() => {
+                Err(invalid("refunds.backoff_base", "must be longer than zero"))
             }
             _ => Ok(()),
         }

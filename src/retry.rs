@@ -67,7 +67,6 @@ pub async fn retry_job(
     let status = order.status();
     match status {
         OrderStatus::Refunded => return Err(RetryError::Refunded),
-        _ if order.amount_refunded >= order.amount_total => return Err(RetryError::Refunded),
         _ if order.purged_at.is_some() => return Err(RetryError::Purged),
         s if s.is_live() => return Err(RetryError::OrderLive(s)),
         _ => {}

@@ -56,7 +56,6 @@ pub async fn database(settings: &Settings) -> Result<PgPool, StartupError> {
     Ok(pool)
 }
 
-/// The payment provider the configuration names (validated already).
 /// The payment provider the configuration names (validated already). The
 /// dev provider sends its events to `self_url`, this process's own listener.
 pub fn payments(
@@ -102,7 +101,16 @@ pub struct Workers {
 
 impl Workers {
     pub async fn start(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Result<Self, StartupError> {
-        Self::start_with(settings, db, storage, None, PredictionNotices::default()).await
+        let payments = payments(&settings, settings.public_url(), reqwest::Client::new())?;
+        Self::start_with(
+            settings,
+            db,
+            storage,
+            None,
+            PredictionNotices::default(),
+            payments,
+        )
+        .await
     }
 
     /// As [`Workers::start`], with a restoration provider chosen by the
@@ -113,6 +121,7 @@ impl Workers {
         storage: Storage,
         restorer: Option<Arc<dyn Restorer>>,
         notices: PredictionNotices,
+        payments: Arc<dyn PaymentProvider>,
     ) -> Result<Self, StartupError> {
         let restorer = match restorer {
             Some(r) => r,
@@ -120,7 +129,7 @@ impl Workers {
         };
         tracing::info!(provider = restorer.name(), instance = %settings.instance_id(), "restoration provider ready");
         let mailer = mailer(&settings)?;
-        let ctx = ActorContext::new(settings, db, storage);
+        let ctx = ActorContext::new(settings, db, storage, payments, restorer.clone());
         let (actors, handle) = Actors::start(ctx, restorer, mailer).await?;
         Ok(Self { actors, handle })
     }
@@ -189,19 +198,21 @@ impl Application {
             None => settings.public_url().to_owned(),
         };
         let notices = PredictionNotices::default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let payments = payments(&settings, &self_url, client.clone())?;
         let workers = Workers::start_with(
             settings.clone(),
             db.clone(),
             storage.clone(),
             restorer,
             notices.clone(),
+            payments.clone(),
         )
         .await?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
         let state = AppState {
-            payments: payments(&settings, &self_url, client.clone())?,
+            payments,
             dedup: WebhookDedup::new(&settings.redis),
             limits: Arc::new(PhotoLimits::from_settings(&settings.uploads)),
             decode_slots: Arc::new(Semaphore::new(

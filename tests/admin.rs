@@ -328,6 +328,51 @@ async fn a_retry_is_refused_for_live_refunded_or_unknown_work() {
     );
     assert_eq!(retry(&app, "not-a-job", Some(TOKEN)).await.status(), 404);
 
+    // The whole payment went back by itself (every photo failed): an
+    // operator has nothing left to refund.
+    let r = admin(
+        &app,
+        reqwest::Method::POST,
+        &format!("/admin/orders/{order}/refund"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "already_refunded");
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_once_the_customer_was_refunded() {
+    let fake = common::fake_replicate::FakeReplicate::start().await;
+    let bad = common::photos::photo(4);
+    fake.always_fail(&bad);
+    let app = spawn_app_with(Options {
+        replicate: Some(fake),
+        ..with_admin(false)
+    })
+    .await;
+    let upload: Value = app
+        .upload(
+            vec![("good.jpg", common::photos::photo(0)), ("bad.jpg", bad)],
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = upload["session_id"].as_str().unwrap();
+    let checkout: Value = app.checkout(session, None).await.json().await.unwrap();
+    let cs = checkout["checkout_session_id"].as_str().unwrap();
+    app.post_event(&common::completed_event(cs, session, 1000)).await;
+    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
+    let (order, token) = (
+        state["order_id"].as_str().unwrap().to_owned(),
+        state["order_token"].as_str().unwrap().to_owned(),
+    );
+    wait_for_order(&app, &order, &token, &["completed"], Duration::from_secs(30)).await;
+    let jobs = job_ids(&app, &order).await;
+    // The rest of the payment, refunded by an operator: the order is closed.
     let r = admin(
         &app,
         reqwest::Method::POST,
@@ -336,7 +381,13 @@ async fn a_retry_is_refused_for_live_refunded_or_unknown_work() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let refunded = retry(&app, &jobs[0], Some(TOKEN)).await;
+    common::eventually(Duration::from_secs(10), "the order refunded", || async {
+        app.count("SELECT count(*) FROM orders WHERE status = 'refunded'")
+            .await
+            == 1
+    })
+    .await;
+    let refunded = retry(&app, &jobs[1], Some(TOKEN)).await;
     assert_eq!(refunded.status(), 409);
     let body: Value = refunded.json().await.unwrap();
     assert_eq!(body["error"]["code"], "order_refunded");

@@ -360,16 +360,28 @@ async fn with_redis_stopped_a_repeated_event_still_makes_exactly_one_order() {
 }
 
 #[tokio::test]
-async fn a_payment_that_does_not_match_the_photos_makes_the_order_and_alerts_the_operator() {
+async fn a_payment_that_does_not_match_what_was_sold_makes_no_order_and_is_refunded() {
     let app = spawn_app().await;
     let (session, cs) = open_checkout(&app, 2).await;
     let response = app.post_event(&completed_event(&cs, &session, 500)).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(orders(&app).await, 1);
-    assert_eq!(app.count("SELECT count(*) FROM images").await, 2);
+    assert_eq!(orders(&app).await, 0);
     assert_eq!(
         app.count("SELECT count(*) FROM email_queue WHERE kind = 'admin_alert' AND payload->>'reason' = 'amount_mismatch'")
             .await,
         1
     );
+    assert_eq!(
+        app.count("SELECT count(*) FROM payment_audit WHERE reason = 'amount_mismatch'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM refunds WHERE reason = 'payment_mismatch' AND amount = 500")
+            .await,
+        1
+    );
+    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
+    assert_eq!(state["status"], "refunded");
+    assert!(state["order_id"].is_null());
 }

@@ -2,14 +2,15 @@
 //! instances (every interval of `cleanup.interval`): unpaid upload sessions
 //! past their expiry (photos and rows), download links that can no longer be
 //! used, cached ZIPs older than `downloads.zip_ttl`, photos of finished
-//! orders past `retention.days`, and temp files no
-//! upload row owns (an upload that crashed between storing and committing).
+//! orders past `retention.days`, temp files no upload row owns (an upload
+//! that crashed between storing and committing), and checkouts whose
+//! payment event never came (asked of the provider and settled).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use time::OffsetDateTime;
 
 use super::ActorContext;
-use crate::sweeper;
+use crate::{shop, sweeper};
 
 /// Files younger than this may belong to an upload still committing.
 const GRACE: time::Duration = time::Duration::minutes(30);
@@ -48,6 +49,25 @@ impl Actor for Cleanup {
 }
 
 async fn sweep(ctx: &ActorContext) {
+    let deps = shop::checkout::CheckoutDeps {
+        db: &ctx.db,
+        settings: &ctx.settings,
+        payments: ctx.payments.as_ref(),
+    };
+    match shop::checkout::sweep_unsettled(deps).await {
+        Ok(applied) => {
+            for a in &applied {
+                ctx.tree.follow_up(a);
+            }
+            if !applied.is_empty() {
+                tracing::info!(
+                    settled = applied.len(),
+                    "cleanup: checkouts settled from the provider"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cleanup: cannot settle checkouts; retrying at the next tick"),
+    }
     let retention = time::Duration::days(i64::from(ctx.settings.retention.days));
     let report = |what: &str, result: Result<usize, sweeper::SweepError>| match result {
         Ok(0) => {}

@@ -2,14 +2,15 @@
 //! rows, so a crash anywhere loses nothing (DESIGN.md "Actor tree").
 //!
 //! `RootSupervisor` → `OrderSupervisor` (→ `OrderActor` → `ImageActor`),
-//! `RestorationPool`, `Mailer`, `Cleanup`, `Monitor`; restarts are
-//! one-for-one within budgets. No message crosses instances: Postgres is the only channel.
+//! `RestorationPool`, `Mailer`, `Refunder`, `Cleanup`, `Monitor`; restarts
+//! are one-for-one within budgets. No message crosses instances: Postgres is the only channel.
 
 pub mod cleanup;
 pub mod image;
 pub mod mailer;
 pub mod monitor;
 pub mod order;
+pub mod refunder;
 pub mod restoration_pool;
 pub mod root;
 pub mod supervisor;
@@ -22,9 +23,11 @@ use uuid::Uuid;
 
 use crate::{
     config::Settings,
-    providers::{mail::MailSender, restoration::Restorer},
+    providers::{mail::MailSender, payments::PaymentProvider, restoration::Restorer},
+    shop::{fulfilment::Applied, refund::OrderRefunded},
     storage::Storage,
 };
+use refunder::RefunderMsg;
 use root::{RootArgs, RootSupervisor};
 use supervisor::OrderSupervisorMsg;
 
@@ -34,20 +37,93 @@ pub struct ActorContext {
     pub settings: Arc<Settings>,
     pub db: PgPool,
     pub storage: Storage,
+    pub payments: Arc<dyn PaymentProvider>,
     /// Photos with a live `ImageActor` at once (`restoration.max_live_photos`):
     /// past it a photo waits, as its rows alone, for its turn (first come,
     /// first served), so thousands of waiting orders stay cheap.
     pub photo_slots: Arc<tokio::sync::Semaphore>,
+    /// The tree's entry points, for actors that start work for others.
+    pub tree: Tree,
 }
 
 impl ActorContext {
-    pub fn new(settings: Arc<Settings>, db: PgPool, storage: Storage) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        db: PgPool,
+        storage: Storage,
+        payments: Arc<dyn PaymentProvider>,
+        restorer: Arc<dyn Restorer>,
+    ) -> Self {
         let slots = settings.restoration.max_live_photos;
         Self {
             settings,
             db,
             storage,
+            payments,
             photo_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            tree: Tree {
+                orders: Handle::default(),
+                refunder: Handle::default(),
+                restorer,
+            },
+        }
+    }
+}
+
+/// The tree's entry points, shared by its actors and the HTTP side: what a
+/// committed workflow asks of the live work.
+#[derive(Clone)]
+pub struct Tree {
+    orders: Handle<OrderSupervisorMsg>,
+    refunder: Handle<RefunderMsg>,
+    restorer: Arc<dyn Restorer>,
+}
+
+impl Tree {
+    /// Hands a newly committed (or reopened) order to its actor.
+    pub fn dispatch(&self, order_id: Uuid) {
+        if let Err(e) = self.orders.send(OrderSupervisorMsg::Spawn(order_id)) {
+            // The periodic sweep claims the order from its row.
+            tracing::warn!(%order_id, error = %e, "order supervisor unreachable; the sweep will resume the order");
+        }
+    }
+
+    /// A refund was queued: the refunder looks at once.
+    pub fn wake_refunder(&self) {
+        if let Err(e) = self.refunder.send(RefunderMsg::Wake) {
+            tracing::warn!(error = %e, "refunder unreachable; its next look does the refund");
+        }
+    }
+
+    /// Money was given back: a fully refunded order's work stops, here
+    /// and at the restoration provider.
+    pub fn refunded(&self, effect: &OrderRefunded) {
+        let Some(order_id) = effect.order_id.filter(|_| effect.now_refunded) else {
+            return;
+        };
+        metrics::counter!("restoreclick_orders_total", "status" => "refunded").increment(1);
+        let _ = self.orders.send(OrderSupervisorMsg::Refunded(order_id));
+        if effect.cancel.is_empty() {
+            return;
+        }
+        let (restorer, predictions) = (self.restorer.clone(), effect.cancel.clone());
+        tokio::spawn(async move {
+            for id in predictions {
+                restorer.cancel(&id).await;
+            }
+        });
+    }
+
+    /// Acts on what a payment workflow committed.
+    pub fn follow_up(&self, applied: &Applied) {
+        match applied {
+            Applied::OrderCreated(order_id) => {
+                metrics::counter!("restoreclick_orders_total", "status" => "processing").increment(1);
+                self.dispatch(*order_id);
+            }
+            Applied::Refunded(effect) => self.refunded(effect),
+            Applied::PaymentRefused { refund: Some(_), .. } => self.wake_refunder(),
+            _ => {}
         }
     }
 }
@@ -88,7 +164,7 @@ impl<M: ractor::Message> Handle<M> {
 #[derive(Clone)]
 pub struct Actors {
     root: ActorRef<()>,
-    orders: Handle<OrderSupervisorMsg>,
+    tree: Tree,
 }
 
 impl Actors {
@@ -99,36 +175,37 @@ impl Actors {
         restorer: Arc<dyn Restorer>,
         mailer: Arc<dyn MailSender>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        let orders = Handle::default();
+        let tree = ctx.tree.clone();
         let args = RootArgs {
             owner: ctx.settings.instance_id(),
             ctx,
             restorer,
             mailer,
-            orders: orders.clone(),
             pool: Handle::default(),
             cleanup: Handle::default(),
         };
         let (root, handle) = Actor::spawn(None, RootSupervisor, args).await?;
-        Ok((Self { root, orders }, handle))
+        Ok((Self { root, tree }, handle))
+    }
+
+    /// The tree's entry points.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
     }
 
     /// Hands a newly committed order to its actor.
     pub fn dispatch(&self, order_id: Uuid) {
-        if let Err(e) = self.orders.send(OrderSupervisorMsg::Spawn(order_id)) {
-            // The periodic sweep claims the order from its row.
-            tracing::warn!(%order_id, error = %e, "order supervisor unreachable; the sweep will resume the order");
-        }
+        self.tree.dispatch(order_id);
     }
 
-    /// Tells a live order's actor that the order was refunded.
-    pub fn refunded(&self, order_id: Uuid) {
-        let _ = self.orders.send(OrderSupervisorMsg::Refunded(order_id));
+    /// Acts on what a payment workflow committed.
+    pub fn follow_up(&self, applied: &Applied) {
+        self.tree.follow_up(applied);
     }
 
     /// Stops the tree: orders first (their leases are given back), then the rest.
     pub async fn stop(self, handle: tokio::task::JoinHandle<()>) {
-        if let Some(orders) = self.orders.get() {
+        if let Some(orders) = self.tree.orders.get() {
             let _ = orders
                 .stop_and_wait(Some("shutdown".into()), Some(std::time::Duration::from_secs(15)))
                 .await;

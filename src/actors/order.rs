@@ -4,8 +4,8 @@
 //! safe to repeat; each image checkpointed `uploaded` after its move), runs
 //! one linked `ImageActor` per unfinished photo (as photo slots allow:
 //! `restoration.max_live_photos`), restarts a crashed one from
-//! its job row within a budget, and when every photo is done records the
-//! order's outcome and queues its one outcome email, in one transaction.
+//! its job row within a budget, and when every photo is done has the
+//! outcome workflow record the order's outcome (`shop::outcome`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -20,8 +20,9 @@ use super::{
     restoration_pool::PoolHandle,
 };
 use crate::{
-    db::{self, emails::EmailKind, orders::ImageRow},
-    domain::{IdKind, ImageStatus, JobStatus, OrderStatus, format_id},
+    db::{self, orders::ImageRow},
+    domain::{ImageStatus, JobStatus, OrderStatus},
+    shop,
     storage::StorageError,
 };
 
@@ -131,12 +132,9 @@ impl OrderState {
                 Ok(())
             }
             OrderMsg::Refunded => {
+                // The refund's transaction cancelled the unfinished photos.
                 tracing::info!("order refunded; its work stops");
                 myself.stop_children(Some("refunded".into()));
-                let mut tx = self.ctx().db.begin().await?;
-                db::orders::fail_unfinished(&mut tx, self.args.order_id, "cancelled: the order was refunded")
-                    .await?;
-                tx.commit().await?;
                 myself.stop(Some("refunded".into()));
                 Ok(())
             }
@@ -351,80 +349,22 @@ impl OrderState {
     }
 }
 
-/// Records an order's outcome from its images (all completed → completed;
-/// some failed → completed with `failed_images`; all failed → failed) and
-/// queues the one outcome email. Does nothing for an order not processing.
+/// Records the order's outcome (and queues its refund for failed photos
+/// and its outcome email); wakes the refunder when a refund was queued.
 pub async fn finish_order(ctx: &ActorContext, order_id: Uuid) -> Result<(), ActorProcessingErr> {
-    let mut tx = ctx.db.begin().await?;
-    let Some(order) = db::orders::lock(&mut tx, order_id).await? else {
-        return Ok(());
-    };
-    if order.status() != OrderStatus::Processing {
-        return Ok(());
+    let finished = shop::outcome::finish_order(&ctx.db, &ctx.settings, order_id).await?;
+    if finished.is_some_and(|f| f.refund.is_some()) {
+        ctx.tree.wake_refunder();
     }
-    let images = db::orders::images(&mut *tx, order_id).await?;
-    if images.iter().any(|i| !i.status().is_terminal()) {
-        return Ok(());
-    }
-    let failed: Vec<_> = images
-        .iter()
-        .filter(|i| i.status() == ImageStatus::Failed)
-        .collect();
-    let outcome = if failed.len() == images.len() {
-        OrderStatus::Failed
-    } else {
-        OrderStatus::Completed
-    };
-    db::orders::finish(&mut tx, order_id, outcome, failed.len() as i32).await?;
-    db::events::append(
-        &mut tx,
-        order_id,
-        None,
-        outcome.as_str(),
-        &json!({"completed": images.len() - failed.len(), "failed": failed.len()}),
-    )
-    .await?;
-    if let Some(email) = &order.email {
-        let kind = if outcome == OrderStatus::Completed {
-            EmailKind::RestorationComplete
-        } else {
-            EmailKind::RestorationFailed
-        };
-        let payload = json!({
-            "order_id": format_id(IdKind::Order, order_id),
-            "photos": images.len(),
-            "failed_photos": failed.iter().map(|i| json!({"filename": i.filename, "error": i.error})).collect::<Vec<_>>(),
-        });
-        let key = match order.retry_round {
-            0 => format!("order:{}:outcome", order_id.simple()),
-            round => format!("order:{}:outcome:retry{round}", order_id.simple()),
-        };
-        db::emails::enqueue(
-            &mut tx,
-            &key,
-            Some(order_id),
-            kind,
-            email,
-            &payload,
-            ctx.settings.mail.max_attempts as i32,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    metrics::counter!("restoreclick_orders_total", "status" => outcome.as_str()).increment(1);
-    tracing::info!(%order_id, status = outcome.as_str(), failed = failed.len(), "order finished");
     Ok(())
 }
 
-/// An order whose actor keeps crashing fails cleanly: its unfinished photos
-/// fail, the customer's failure email and an admin alert are queued.
+/// An order whose actor keeps crashing fails cleanly (see
+/// [`shop::outcome::fail_order`]).
 pub async fn fail_order(ctx: &ActorContext, order_id: Uuid, reason: &str) -> Result<(), ActorProcessingErr> {
-    let mut tx = ctx.db.begin().await?;
-    db::orders::fail_unfinished(&mut tx, order_id, reason).await?;
-    let payload =
-        json!({"reason": "order_crashed", "order_id": format_id(IdKind::Order, order_id), "error": reason});
-    let key = format!("order:{}:crashed", order_id.simple());
-    db::emails::enqueue_admin_alert(&mut tx, &ctx.settings.mail, &key, Some(order_id), &payload).await?;
-    tx.commit().await?;
-    finish_order(ctx, order_id).await
+    let finished = shop::outcome::fail_order(&ctx.db, &ctx.settings, order_id, reason).await?;
+    if finished.is_some_and(|f| f.refund.is_some()) {
+        ctx.tree.wake_refunder();
+    }
+    Ok(())
 }

@@ -15,8 +15,9 @@ use super::{
     cleanup::{Cleanup, CleanupMsg},
     mailer::{Mailer, MailerArgs},
     monitor::{Monitor, MonitorArgs},
+    refunder::{Refunder, RefunderArgs},
     restoration_pool::{PoolArgs, PoolMsg, RestorationPool},
-    supervisor::{OrderSupervisor, OrderSupervisorMsg, SupervisorArgs},
+    supervisor::{OrderSupervisor, SupervisorArgs},
 };
 use crate::providers::{mail::MailSender, restoration::Restorer};
 
@@ -31,7 +32,6 @@ pub struct RootArgs {
     pub restorer: Arc<dyn Restorer>,
     pub mailer: Arc<dyn MailSender>,
     pub owner: String,
-    pub orders: Handle<OrderSupervisorMsg>,
     pub pool: Handle<PoolMsg>,
     pub cleanup: Handle<CleanupMsg>,
 }
@@ -41,6 +41,7 @@ enum Child {
     Orders,
     Pool,
     Mailer,
+    Refunder,
     Cleanup,
     Monitor,
 }
@@ -71,6 +72,7 @@ impl Actor for RootSupervisor {
             Child::Pool,
             Child::Orders,
             Child::Mailer,
+            Child::Refunder,
             Child::Cleanup,
             Child::Monitor,
         ] {
@@ -142,7 +144,7 @@ impl RootState {
                     owner: self.args.owner.clone(),
                 };
                 let (orders, _) = Actor::spawn_linked(None, OrderSupervisor, args, myself.get_cell()).await?;
-                self.args.orders.set(orders.clone());
+                self.args.ctx.tree.orders.set(orders.clone());
                 orders.get_cell()
             }
             Child::Mailer => {
@@ -155,6 +157,15 @@ impl RootState {
                     .await?
                     .0
                     .get_cell()
+            }
+            Child::Refunder => {
+                let args = RefunderArgs {
+                    ctx,
+                    owner: self.args.owner.clone(),
+                };
+                let (refunder, _) = Actor::spawn_linked(None, Refunder, args, myself.get_cell()).await?;
+                self.args.ctx.tree.refunder.set(refunder.clone());
+                refunder.get_cell()
             }
             Child::Cleanup => {
                 let (cleanup, _) = Actor::spawn_linked(None, Cleanup, ctx, myself.get_cell()).await?;

@@ -6,10 +6,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// One unpaid upload session past its expiry, locked for the caller's
-/// transaction; `None` when there is none (or all are being swept).
+/// transaction; `None` when there is none (or all are being swept). A
+/// session waiting for a delayed payment is never abandoned.
 pub async fn next_abandoned_session(conn: &mut PgConnection) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM upload_sessions WHERE status <> 'paid' AND expires_at < now()
+        "SELECT id FROM upload_sessions WHERE status NOT IN ('paid', 'awaiting_payment') AND expires_at < now()
          ORDER BY expires_at LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED",
     )
     .fetch_optional(conn)
@@ -17,7 +18,7 @@ pub async fn next_abandoned_session(conn: &mut PgConnection) -> Result<Option<Uu
 }
 
 pub async fn delete_session(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM upload_sessions WHERE id = $1 AND status <> 'paid'")
+    sqlx::query("DELETE FROM upload_sessions WHERE id = $1 AND status NOT IN ('paid', 'awaiting_payment')")
         .bind(id)
         .execute(conn)
         .await

@@ -97,7 +97,8 @@ pub async fn retry_failed(
 /// first attempt, whose image goes `uploaded → processing` with its journal
 /// entry; `queued → processing` for a retry that is due. `None` when the
 /// rows are not in those states (another actor moved them, the original is
-/// not stored yet, or the retry is not due).
+/// not stored yet, the retry is not due, or the order is no longer
+/// processing: a refund on any instance stops new attempts everywhere).
 pub async fn begin_attempt(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
@@ -120,6 +121,7 @@ pub async fn begin_attempt(
                     external_id = NULL, next_attempt_at = NULL, started_at = now(), updated_at = now()
              FROM images i
              WHERE j.id = $1 AND i.id = $2 AND j.image_id = i.id
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'processing')
                AND ((j.status = 'pending' AND i.status = 'uploaded')
                  OR (j.status = 'queued' AND i.status = 'processing'
                      AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= now())))

@@ -63,7 +63,9 @@ pub async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
-/// Renews this instance's leases on `ids`; returns the ones still held.
+/// Renews this instance's leases on `ids`; returns the ones still held. An
+/// order that stopped being live (refunded elsewhere) is not renewed, so
+/// its actor here stops.
 pub async fn renew(
     db: impl PgExecutor<'_>,
     owner: &str,
@@ -72,7 +74,7 @@ pub async fn renew(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "UPDATE orders SET lease_until = now() + make_interval(secs => $2)
-         WHERE id = ANY($3) AND owner_id = $1 RETURNING id",
+         WHERE id = ANY($3) AND owner_id = $1 AND status = 'processing' RETURNING id",
     )
     .bind(owner)
     .bind(interval(ttl))

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod leases;
 pub mod monitor;
 pub mod orders;
+pub mod refunds;
 pub mod uploads;
 pub mod webhooks;
 

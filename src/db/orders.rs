@@ -33,6 +33,12 @@ impl OrderRow {
     pub fn status(&self) -> OrderStatus {
         self.status.parse().unwrap_or(OrderStatus::Failed)
     }
+
+    /// Refunded in full (a refund moved it to `refunded`): it delivers
+    /// nothing any more.
+    pub fn is_fully_refunded(&self) -> bool {
+        self.status() == OrderStatus::Refunded
+    }
 }
 
 const ORDER_COLUMNS: &str = "id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id, email, status, access_token_hash, amount_total, amount_refunded, currency, image_count, failed_images, created_at, updated_at, completed_at, refunded_at, purged_at, retry_round";
@@ -56,6 +62,10 @@ pub struct ImageRow {
     pub restored_key: Option<String>,
     pub error: Option<String>,
     pub attempts: i32,
+    /// What the customer paid for this photo.
+    pub unit_amount: i64,
+    /// The refund that gave its price back, if one did.
+    pub refund_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub completed_at: Option<OffsetDateTime>,
 }
@@ -69,7 +79,8 @@ impl ImageRow {
 /// Images with their jobs' attempts and errors; callers add the `WHERE`.
 const IMAGE_SELECT: &str = "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type,
         i.bytes, i.width, i.height, i.status, i.temp_key, i.original_key, i.restored_key,
-        coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts, i.created_at, i.completed_at
+        coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts, i.unit_amount, i.refund_id,
+        i.created_at, i.completed_at
     FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id";
 
 /// A new order, written in the webhook's transaction.
@@ -104,6 +115,8 @@ pub struct NewImage {
     pub height: i32,
     pub temp_key: String,
     pub original_key: String,
+    /// What the customer paid for this photo (its share of the checkout).
+    pub unit_amount: i64,
 }
 
 /// The customer with this email, made if new. A returning customer's row
@@ -158,8 +171,8 @@ pub async fn insert_image(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO images (id, order_id, file_upload_id, position, filename, stem, ext, content_type,
-                             bytes, width, height, status, temp_key, original_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
+                             bytes, width, height, status, temp_key, original_key, unit_amount)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14)",
     )
     .bind(image.id)
     .bind(order_id)
@@ -174,6 +187,7 @@ pub async fn insert_image(
     .bind(image.height)
     .bind(&image.temp_key)
     .bind(&image.original_key)
+    .bind(image.unit_amount)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -441,5 +455,33 @@ pub async fn reopen(
     .bind(id)
     .bind(from.as_str())
     .fetch_optional(conn)
+    .await
+}
+
+/// The order's failed photos whose price was not given back yet, with that price.
+pub async fn failed_unrefunded(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, unit_amount FROM images
+         WHERE order_id = $1 AND status = 'failed' AND refund_id IS NULL ORDER BY position",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The provider ids of the order's attempts in flight (to cancel them).
+pub async fn predictions_in_flight(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT external_id FROM restoration_jobs
+         WHERE order_id = $1 AND status = 'processing' AND external_id IS NOT NULL",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
     .await
 }

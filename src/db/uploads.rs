@@ -20,11 +20,15 @@ impl UploadSessionRow {
         self.status.parse().unwrap_or(UploadSessionStatus::Expired)
     }
 
-    /// Expired by status, or past its time while still unpaid.
+    /// Expired by status, or past its time while still unpaid (a session
+    /// waiting for a delayed payment waits as long as the payment may take).
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         let status = self.status();
         status == UploadSessionStatus::Expired
-            || (status != UploadSessionStatus::Paid && self.expires_at <= now)
+            || (!matches!(
+                status,
+                UploadSessionStatus::Paid | UploadSessionStatus::AwaitingPayment
+            ) && self.expires_at <= now)
     }
 }
 
@@ -151,6 +155,36 @@ pub async fn insert_file(conn: &mut PgConnection, file: &FileRow) -> Result<(), 
     .execute(conn)
     .await
     .map(drop)
+}
+
+/// The session's files among `ids`, in the order of `ids`' upload.
+pub async fn files_by_ids(
+    db: impl PgExecutor<'_>,
+    session_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<FileRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FILE_COLUMNS} FROM file_uploads WHERE session_id = $1 AND id = ANY($2) ORDER BY created_at, id"
+    )))
+    .bind(session_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes the session's file rows not in `keep` (photos a paid checkout
+/// did not sell); their files are left to the orphan sweep. Returns how many.
+pub async fn delete_files_except(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    keep: &[Uuid],
+) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM file_uploads WHERE session_id = $1 AND NOT (id = ANY($2))")
+        .bind(session_id)
+        .bind(keep)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 /// Removes one file row; returns it (for its storage key) when it existed.

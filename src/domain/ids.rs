@@ -11,6 +11,7 @@ pub enum IdKind {
     File,
     Job,
     Email,
+    Refund,
 }
 
 impl IdKind {
@@ -22,6 +23,7 @@ impl IdKind {
             IdKind::File => "fil_",
             IdKind::Job => "job_",
             IdKind::Email => "eml_",
+            IdKind::Refund => "rfd_",
         }
     }
 }

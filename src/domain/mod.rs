@@ -1,10 +1,12 @@
-//! Pure domain types and rules: state machines, ids, file names, tokens.
+//! Pure domain types and rules: state machines, ids, file names, tokens,
+//! prices and the payment checks.
 //! No I/O lives here.
 
 pub mod alerts;
 pub mod backoff;
 pub mod filename;
 pub mod ids;
+pub mod payments;
 pub mod status;
 pub mod token;
 

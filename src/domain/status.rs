@@ -185,11 +185,13 @@ state_machine! {
 state_machine! {
     /// An upload session. Payment for an older checkout may land after the
     /// customer edited the photos (`open`/`payment_failed` → `paid`); editing
-    /// voids a started checkout (→ `open`).
+    /// voids a started checkout (→ `open`). A checkout completed with a
+    /// delayed payment method waits for the money (`awaiting_payment`).
     UploadSessionStatus ("upload session") {
         states: {
             Open => "open",
             CheckoutStarted => "checkout_started",
+            AwaitingPayment => "awaiting_payment",
             Paid => "paid",
             PaymentFailed => "payment_failed",
             Expired => "expired",
@@ -206,6 +208,11 @@ state_machine! {
             Open -> Expired,
             CheckoutStarted -> Expired,
             PaymentFailed -> Expired,
+            Open -> AwaitingPayment,
+            CheckoutStarted -> AwaitingPayment,
+            PaymentFailed -> AwaitingPayment,
+            AwaitingPayment -> Paid,
+            AwaitingPayment -> PaymentFailed,
         ],
         terminal: [Paid, Expired],
     }
@@ -223,22 +230,35 @@ impl UploadSessionStatus {
 }
 
 state_machine! {
-    /// A checkout opened at the payment provider, as the shop tracks it.
-    /// A delayed payment may still succeed after it was reported failed.
+    /// A checkout opened at the payment provider, as the shop tracks it. A
+    /// delayed payment waits in `awaiting_payment` and may still succeed
+    /// after it was reported failed; a payment may land on a checkout the
+    /// shop had voided (`expired → paid`); a payment the shop could not
+    /// honour is given back (`refunded`).
     CheckoutStatus ("checkout") {
         states: {
             Open => "open",
+            AwaitingPayment => "awaiting_payment",
             Paid => "paid",
             Failed => "failed",
             Expired => "expired",
+            Refunded => "refunded",
         },
         edges: [
             Open -> Paid,
+            Open -> AwaitingPayment,
             Open -> Failed,
             Open -> Expired,
+            Open -> Refunded,
+            AwaitingPayment -> Paid,
+            AwaitingPayment -> Failed,
+            AwaitingPayment -> Refunded,
             Failed -> Paid,
+            Failed -> Refunded,
+            Expired -> Paid,
+            Expired -> Refunded,
         ],
-        terminal: [Paid, Expired],
+        terminal: [Paid, Refunded],
     }
 }
 
@@ -246,11 +266,33 @@ impl CheckoutStatus {
     /// The status `GET /api/checkout/{id}` shows.
     pub fn api_status(self) -> &'static str {
         match self {
-            Self::Open => "pending",
+            Self::Open | Self::AwaitingPayment => "pending",
             Self::Paid => "paid",
+            Self::Refunded => "refunded",
             Self::Failed => "failed",
             Self::Expired => "expired",
         }
+    }
+}
+
+state_machine! {
+    /// A refund the shop makes: written `pending` before the provider is
+    /// called, `sending` while one instance calls it, then `succeeded`, or
+    /// back to `pending` after a transient error, or `failed` for good.
+    RefundStatus ("refund") {
+        states: {
+            Pending => "pending",
+            Sending => "sending",
+            Succeeded => "succeeded",
+            Failed => "failed",
+        },
+        edges: [
+            Pending -> Sending,
+            Sending -> Succeeded,
+            Sending -> Pending,
+            Sending -> Failed,
+        ],
+        terminal: [Succeeded, Failed],
     }
 }
 
@@ -300,7 +342,8 @@ mod tests {
         JobStatus,
         EmailStatus,
         UploadSessionStatus,
-        CheckoutStatus
+        CheckoutStatus,
+        RefundStatus
     );
 
     fn round_trip<S>(all: &[S])
@@ -406,9 +449,15 @@ mod tests {
                 (Open, Expired),
                 (CheckoutStarted, Expired),
                 (PaymentFailed, Expired),
+                (Open, AwaitingPayment),
+                (CheckoutStarted, AwaitingPayment),
+                (PaymentFailed, AwaitingPayment),
+                (AwaitingPayment, Paid),
+                (AwaitingPayment, PaymentFailed),
             ],
         );
         round_trip(UploadSessionStatus::ALL);
+        assert!(!AwaitingPayment.accepts_changes() && !AwaitingPayment.can_checkout());
         assert!(Open.accepts_changes() && !Paid.accepts_changes() && !Expired.can_checkout());
     }
 
@@ -417,10 +466,39 @@ mod tests {
         use CheckoutStatus::*;
         check_all_pairs(
             CheckoutStatus::ALL,
-            &[(Open, Paid), (Open, Failed), (Open, Expired), (Failed, Paid)],
+            &[
+                (Open, Paid),
+                (Open, AwaitingPayment),
+                (Open, Failed),
+                (Open, Expired),
+                (Open, Refunded),
+                (AwaitingPayment, Paid),
+                (AwaitingPayment, Failed),
+                (AwaitingPayment, Refunded),
+                (Failed, Paid),
+                (Failed, Refunded),
+                (Expired, Paid),
+                (Expired, Refunded),
+            ],
         );
         round_trip(CheckoutStatus::ALL);
         assert_eq!(Open.api_status(), "pending");
+        assert_eq!(AwaitingPayment.api_status(), "pending");
+    }
+
+    #[test]
+    fn refund_transitions() {
+        use RefundStatus::*;
+        check_all_pairs(
+            RefundStatus::ALL,
+            &[
+                (Pending, Sending),
+                (Sending, Succeeded),
+                (Sending, Pending),
+                (Sending, Failed),
+            ],
+        );
+        round_trip(RefundStatus::ALL);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use super::{
 use crate::{
     db,
     domain::{IdKind, OrderStatus, format_id, parse_id},
-    providers::payments::{PaymentError, RefundRequest},
     retry::RetryError,
+    shop::refund::{Executed, OperatorRefundError, RefundDeps, operator_refund},
 };
 
 pub fn router() -> Router<AppState> {
@@ -221,9 +221,11 @@ pub(crate) struct RefundBody {
     amount: Option<i64>,
 }
 
-/// Refunds through the payment provider, with an idempotency key per order
-/// and amount, so a repeated request refunds once.
-#[utoipa::path(post, path = "/admin/orders/{order_id}/refund", tag = "admin", request_body(content = String, content_type = "application/json", description = "optional {\"amount\": minor units}"), params(("order_id" = String, Path)), responses((status = 202, description = "refund requested"), (status = 401, description = "admin token missing or wrong"), (status = 409, description = "nothing to refund"), (status = 422, description = "bad amount")))]
+/// Refunds through the payment provider: a refund row first, then the
+/// provider call with its idempotency key (see [`crate::shop::refund`]), so
+/// a repeated request refunds once and a crash midway is finished by the
+/// `Refunder`.
+#[utoipa::path(post, path = "/admin/orders/{order_id}/refund", tag = "admin", request_body(content = String, content_type = "application/json", description = "optional {\"amount\": minor units}"), params(("order_id" = String, Path)), responses((status = 202, description = "refund done or queued (status says which)"), (status = 401, description = "admin token missing or wrong"), (status = 404, description = "unknown order"), (status = 409, description = "nothing to refund"), (status = 422, description = "bad amount"), (status = 502, description = "the payment provider refused the refund")))]
 pub(crate) async fn refund(
     _admin: Admin,
     State(state): State<AppState>,
@@ -236,45 +238,53 @@ pub(crate) async fn refund(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
     let id = order_id(&raw)?;
-    let order = db::orders::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("order"))?;
-    let payment_intent = order
-        .stripe_payment_intent_id
-        .clone()
-        .ok_or_else(|| ApiError::conflict("no_payment", "this order has no payment to refund"))?;
-    let refundable = order.amount_total - order.amount_refunded;
-    let amount = body.amount.unwrap_or(refundable);
-    if refundable <= 0 || order.status() == OrderStatus::Refunded {
-        return Err(ApiError::conflict(
-            "already_refunded",
-            "this order is refunded already",
-        ));
-    }
-    if amount <= 0 || amount > refundable {
-        return Err(ApiError::unprocessable(
-            "invalid_amount",
-            format!("the amount must be between 1 and {refundable}"),
-        ));
-    }
-    let order_ref = format_id(IdKind::Order, id);
-    let request = RefundRequest {
-        payment_intent,
-        amount: (amount < order.amount_total).then_some(amount),
-        amount_total: order.amount_total,
-        idempotency_key: format!("refund-{order_ref}-{}-{amount}", order.amount_refunded),
-        order_ref: order_ref.clone(),
+    let owner = state.settings.instance_id();
+    let deps = RefundDeps {
+        db: &state.db,
+        settings: &state.settings,
+        payments: state.payments.as_ref(),
+        owner: &owner,
     };
-    let refund_id = state.payments.refund(&request).await.map_err(|e| match e {
-        PaymentError::Rejected { status, message } => {
-            tracing::error!(status, %message, "the payment provider refused the refund");
-            ApiError::new(StatusCode::BAD_GATEWAY, "payment_provider_error", message)
+    let done = operator_refund(deps, id, body.amount)
+        .await
+        .map_err(|e| match e {
+            OperatorRefundError::NotFound => ApiError::not_found("order"),
+            OperatorRefundError::NoPayment => ApiError::conflict("no_payment", e.to_string()),
+            OperatorRefundError::AlreadyRefunded => ApiError::conflict("already_refunded", e.to_string()),
+            OperatorRefundError::InvalidAmount { .. } => {
+                ApiError::unprocessable("invalid_amount", e.to_string())
+            }
+            OperatorRefundError::Database(e) => e.into(),
+        })?;
+    let order_ref = format_id(IdKind::Order, id);
+    let (status, provider_id) = match &done.executed {
+        Some(Executed::Succeeded {
+            provider_refund_id,
+            effect,
+        }) => {
+            state.actors.tree().refunded(effect);
+            ("succeeded", Some(provider_refund_id.clone()))
         }
-        PaymentError::Unavailable(message) => ApiError::unavailable(message),
-    })?;
-    tracing::info!(target: "audit", action = "refund", order_id = %order_ref, amount, refund_id, "admin action");
+        Some(Executed::Failed { error }) => {
+            tracing::error!(error = %error, "the payment provider refused the refund");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "payment_provider_error",
+                error.clone(),
+            ));
+        }
+        _ => ("pending", None),
+    };
+    tracing::info!(target: "audit", action = "refund", order_id = %order_ref, amount = done.amount,
+                   refund = %done.refund_id, status, "admin action");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"order_id": order_ref, "refund_id": refund_id, "amount": amount})),
+        Json(json!({
+            "order_id": order_ref,
+            "id": format_id(IdKind::Refund, done.refund_id),
+            "refund_id": provider_id,
+            "amount": done.amount,
+            "status": status,
+        })),
     ))
 }

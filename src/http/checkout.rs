@@ -1,8 +1,9 @@
 //! `POST /api/checkout` and `GET /api/checkout/{checkout_session_id}`.
 //!
-//! A checkout is opened at the payment provider with an idempotency key made
-//! from the session, the attempt number and the photo set, so a retried call
-//! yields the same checkout, and a new attempt (payment retry) a fresh one.
+//! Opening a checkout is the `shop::checkout` workflow (it freezes what the
+//! checkout sells); the success page's view of one shows that record and,
+//! while no order exists, has the shop ask the provider (rate-limited) so a
+//! lost or late webhook does not leave a paid customer waiting.
 
 use axum::{
     Json, Router,
@@ -11,18 +12,17 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{
     AppState,
     error::{ApiError, ApiResult},
-    upload::expire_at_provider,
 };
 use crate::{
-    db::{self, checkouts::CheckoutRow},
-    domain::{self, CheckoutStatus, IdKind, UploadSessionStatus, token},
-    providers::payments::{CheckoutRequest, PaymentError},
+    db,
+    domain::{self, CheckoutStatus, IdKind, payments::LineItem, token},
+    providers::payments::PaymentError,
+    shop::checkout::{self as workflow, CheckoutDeps, CheckoutError},
 };
 
 pub fn router() -> Router<AppState> {
@@ -46,11 +46,17 @@ pub(crate) struct CheckoutCreated {
     expires_at: OffsetDateTime,
 }
 
-/// Extra time the photos are kept past the end of a checkout, so a payment
-/// made in its last minute still finds them.
-const KEEP_AFTER_CHECKOUT: time::Duration = time::Duration::hours(1);
+impl AppState {
+    pub(crate) fn checkout_deps(&self) -> CheckoutDeps<'_> {
+        CheckoutDeps {
+            db: &self.db,
+            settings: &self.settings,
+            payments: self.payments.as_ref(),
+        }
+    }
+}
 
-#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email")))]
+#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 400, description = "not JSON, or not the body described"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id), or a delayed payment is on its way (payment_pending)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email"), (status = 502, description = "the payment provider refused the checkout"), (status = 503, description = "the payment provider is unavailable")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateCheckout>, JsonRejection>,
@@ -72,124 +78,46 @@ pub(crate) async fn create(
     };
     let session_id = domain::parse_id(IdKind::UploadSession, &body.session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
-    let session = db::uploads::get_session(&state.db, session_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload session"))?;
-    let now = OffsetDateTime::now_utc();
-    refuse_unpayable(&state, &session, now).await?;
-    let files = db::uploads::list_files(&state.db, session_id).await?;
-    if files.is_empty() {
-        return Err(ApiError::unprocessable(
-            "empty_session",
-            "upload at least one photo before paying",
-        ));
-    }
-
-    let pricing = &state.settings.pricing;
-    let quantity = files.len() as u32;
-    let attempt = db::checkouts::count_for_session(&state.db, session_id).await? + 1;
-    let photo_set = Sha256::digest(
-        files
-            .iter()
-            .map(|f| f.id.simple().to_string())
-            .collect::<String>(),
-    );
-    let upload_ref = domain::format_id(IdKind::UploadSession, session_id);
-    let public = state.settings.public_url();
-    let request = CheckoutRequest {
-        upload_session_id: session_id,
-        upload_session_ref: upload_ref.clone(),
-        quantity,
-        unit_amount: pricing.unit_amount,
-        currency: pricing.currency.clone(),
-        product_name: pricing.product_name.clone(),
-        email: email.clone().or(session.email.clone()),
-        success_url: format!("{public}/success?session_id={{CHECKOUT_SESSION_ID}}"),
-        cancel_url: format!("{public}/?session_id={upload_ref}&checkout=cancelled"),
-        expires_at: now + state.settings.payments.checkout_ttl,
-        idempotency_key: format!(
-            "checkout-{upload_ref}-{attempt}-{}",
-            &hex::encode(photo_set)[..16]
-        ),
-    };
-    let created = state
-        .payments
-        .create_checkout(&request)
+    let opened = workflow::open(state.checkout_deps(), session_id, email)
         .await
-        .map_err(provider_error)?;
-
-    let mut tx = state.db.begin().await?;
-    let locked = db::uploads::lock_session(&mut tx, session_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload session"))?;
-    refuse_unpayable(&state, &locked, now).await?;
-    let earlier = db::checkouts::open_for_session(&mut *tx, session_id).await?;
-    for old in earlier.iter().filter(|c| c.id != created.id) {
-        db::checkouts::set_status(&mut tx, &old.id, CheckoutStatus::Open, CheckoutStatus::Expired).await?;
-    }
-    db::checkouts::insert(
-        &mut tx,
-        &CheckoutRow {
-            id: created.id.clone(),
-            upload_session_id: session_id,
-            provider: state.payments.name().to_owned(),
-            status: CheckoutStatus::Open.as_str().to_owned(),
-            url: created.url.clone(),
-            quantity: quantity as i32,
-            unit_amount: pricing.unit_amount,
-            amount_total: pricing.unit_amount * i64::from(quantity),
-            currency: pricing.currency.clone(),
-            email: request.email.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            created_at: now,
-            expires_at: created.expires_at,
-        },
-    )
-    .await?;
-    db::uploads::extend_expiry(&mut tx, session_id, created.expires_at + KEEP_AFTER_CHECKOUT).await?;
-    if let Some(email) = &email {
-        db::uploads::set_email(&mut tx, session_id, email).await?;
-    }
-    let status = locked.status();
-    if status != UploadSessionStatus::CheckoutStarted {
-        db::uploads::set_status(&mut tx, session_id, status, UploadSessionStatus::CheckoutStarted).await?;
-    }
-    tx.commit().await?;
-    expire_at_provider(
-        &state,
-        earlier
-            .into_iter()
-            .filter(|c| c.id != created.id)
-            .map(|c| c.id)
-            .collect(),
-    );
-    tracing::info!(session_id = %session_id, checkout = %created.id, quantity, "checkout opened");
+        .map_err(checkout_error)?;
+    expire_at_provider(&state, opened.replaced);
     Ok(Json(CheckoutCreated {
-        checkout_session_id: created.id,
-        checkout_url: created.url,
-        expires_at: created.expires_at,
+        checkout_session_id: opened.id,
+        checkout_url: opened.url,
+        expires_at: opened.expires_at,
     }))
 }
 
-async fn refuse_unpayable(
-    state: &AppState,
-    session: &db::uploads::UploadSessionRow,
-    now: OffsetDateTime,
-) -> ApiResult<()> {
-    if session.status() == UploadSessionStatus::Paid {
-        let order = db::orders::by_upload_session(&state.db, session.id).await?;
-        return Err(
+fn checkout_error(e: CheckoutError) -> ApiError {
+    match e {
+        CheckoutError::NotFound => ApiError::not_found("upload session"),
+        CheckoutError::Paid { order_id } => {
             ApiError::conflict("already_paid", "this upload session is already paid")
-                .with_details(json!({"order_id": order.map(|o| domain::format_id(IdKind::Order, o.id))})),
-        );
+                .with_details(json!({"order_id": order_id.map(|o| domain::format_id(IdKind::Order, o))}))
+        }
+        CheckoutError::Expired => ApiError::gone("session_expired", e.to_string()),
+        CheckoutError::Empty => ApiError::unprocessable("empty_session", e.to_string()),
+        CheckoutError::AwaitingPayment => ApiError::conflict("payment_pending", e.to_string()),
+        CheckoutError::Provider(e) => provider_error(e),
+        CheckoutError::Database(e) => e.into(),
     }
-    if session.is_expired(now) {
-        return Err(ApiError::gone(
-            "session_expired",
-            "this upload session has expired; please upload again",
-        ));
+}
+
+/// Closes checkouts a newer one replaced, in the background (best effort:
+/// a payment that lands on one anyway buys what it sold, or is refunded).
+pub fn expire_at_provider(state: &AppState, checkout_ids: Vec<String>) {
+    if checkout_ids.is_empty() {
+        return;
     }
-    Ok(())
+    let payments = state.payments.clone();
+    tokio::spawn(async move {
+        for id in checkout_ids {
+            if let Err(e) = payments.expire_checkout(&id).await {
+                tracing::warn!(checkout = %id, error = %e, "cannot expire a replaced checkout");
+            }
+        }
+    });
 }
 
 fn provider_error(e: PaymentError) -> ApiError {
@@ -224,38 +152,108 @@ fn is_plausible_email(email: &str) -> bool {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct CheckoutState {
+    checkout_session_id: String,
+    /// `pending` (also while a delayed payment is on its way), `paid`,
+    /// `failed`, `expired`, or `refunded` (a payment the shop refused).
     status: &'static str,
+    /// `awaiting_payment` while a delayed payment method is on its way.
+    payment_status: Option<&'static str>,
     order_id: Option<String>,
     order_token: Option<String>,
+    amount_total: i64,
+    currency: String,
+    line_items: Vec<LineItem>,
+    files: Vec<SoldFile>,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// A photo the checkout sold.
+#[derive(Debug, Serialize)]
+struct SoldFile {
+    id: String,
+    filename: Option<String>,
+    content_type: Option<String>,
+    bytes: Option<i64>,
+    width: Option<i32>,
+    height: Option<i32>,
+    unit_amount: i64,
 }
 
 /// For the success page. The checkout session id is the secret here.
-#[utoipa::path(get, path = "/api/checkout/{checkout_session_id}", tag = "checkout", params(("checkout_session_id" = String, Path)), responses((status = 200, description = "status, and order_id and order_token once paid"), (status = 404, description = "unknown checkout")))]
+#[utoipa::path(get, path = "/api/checkout/{checkout_session_id}", tag = "checkout", params(("checkout_session_id" = String, Path)), responses((status = 200, description = "status, what the checkout sold (files, line_items, amount_total, currency), and order_id and order_token once paid"), (status = 404, description = "unknown checkout")))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(checkout_id): Path<String>,
 ) -> ApiResult<Json<CheckoutState>> {
-    if let Some(order) = db::orders::by_checkout_session(&state.db, &checkout_id).await? {
-        return Ok(Json(CheckoutState {
-            status: "paid",
-            order_id: Some(domain::format_id(IdKind::Order, order.id)),
-            order_token: Some(token::order_token(
-                state.settings.app.secret_key.expose(),
-                order.id,
-            )),
-        }));
-    }
-    let row = db::checkouts::get(&state.db, &checkout_id)
+    let mut row = db::checkouts::get(&state.db, &checkout_id)
         .await?
         .ok_or_else(|| ApiError::not_found("checkout session"))?;
+    let mut order = db::orders::by_checkout_session(&state.db, &checkout_id).await?;
+    if order.is_none()
+        && matches!(
+            row.status(),
+            CheckoutStatus::Open | CheckoutStatus::AwaitingPayment
+        )
+    {
+        // The webhook may be late or lost: ask the provider (rate-limited).
+        match workflow::sync(state.checkout_deps(), &checkout_id).await {
+            Ok(Some(applied)) => {
+                state.actors.follow_up(&applied);
+                order = db::orders::by_checkout_session(&state.db, &checkout_id).await?;
+                row = db::checkouts::get(&state.db, &checkout_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("checkout session"))?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(checkout = %checkout_id, error = %e, "cannot settle a checkout from the provider")
+            }
+        }
+    }
     let mut status = row.status();
     if status == CheckoutStatus::Open && row.expires_at <= OffsetDateTime::now_utc() {
         status = CheckoutStatus::Expired;
     }
+    let files = db::checkouts::photo_views(&state.db, &checkout_id)
+        .await?
+        .into_iter()
+        .map(|p| SoldFile {
+            id: domain::format_id(IdKind::File, p.file_upload_id),
+            filename: p.filename,
+            content_type: p.content_type,
+            bytes: p.bytes,
+            width: p.width,
+            height: p.height,
+            unit_amount: p.unit_amount,
+        })
+        .collect();
+    let (order_id, order_token) = match &order {
+        Some(order) => (
+            Some(domain::format_id(IdKind::Order, order.id)),
+            Some(token::order_token(
+                state.settings.app.secret_key.expose(),
+                order.id,
+            )),
+        ),
+        None => (None, None),
+    };
     Ok(Json(CheckoutState {
-        status: status.api_status(),
-        order_id: None,
-        order_token: None,
+        checkout_session_id: row.id.clone(),
+        status: if order.is_some() {
+            "paid"
+        } else {
+            status.api_status()
+        },
+        payment_status: (status == CheckoutStatus::AwaitingPayment && order.is_none())
+            .then_some("awaiting_payment"),
+        order_id,
+        order_token,
+        amount_total: row.amount_total,
+        currency: row.currency.clone(),
+        line_items: row.line_items.0.clone(),
+        files,
+        expires_at: row.expires_at,
     }))
 }
 

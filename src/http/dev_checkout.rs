@@ -109,7 +109,10 @@ async fn send(state: AppState, id: String, paid: bool, email: Option<String>) ->
         Err(response) => return response,
     };
     let public = state.settings.public_url();
-    let upload_ref = format_id(IdKind::UploadSession, row.upload_session_id);
+    let upload_ref = row
+        .upload_session_id
+        .map(|id| format_id(IdKind::UploadSession, id))
+        .unwrap_or_default();
     if row.status() == CheckoutStatus::Open {
         let checkout = DevCheckout {
             id: row.id.clone(),

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::{
     AppState,
     error::{ApiError, ApiResult},
-    orders::{TokenQuery, authorize},
+    orders::{TokenQuery, authorize, refunded},
 };
 use crate::{
     db,
@@ -46,7 +46,7 @@ pub(crate) struct LinkCreated {
     max_downloads: u32,
 }
 
-#[utoipa::path(post, path = "/api/orders/{order_id}/download-links", tag = "downloads", params(("order_id" = String, Path)), responses((status = 201, description = "url, expires_at, max_downloads"), (status = 404, description = "unknown order, or not yours"), (status = 409, description = "no photo restored yet"), (status = 410, description = "the photos were deleted")))]
+#[utoipa::path(post, path = "/api/orders/{order_id}/download-links", tag = "downloads", params(("order_id" = String, Path)), responses((status = 201, description = "url, expires_at, max_downloads"), (status = 404, description = "unknown order, or not yours"), (status = 409, description = "no photo restored yet"), (status = 410, description = "the photos were deleted (photos_purged), or the order was refunded (order_refunded)")))]
 pub(crate) async fn create_link(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -59,6 +59,9 @@ pub(crate) async fn create_link(
             "photos_purged",
             "the photos of this order have been deleted",
         ));
+    }
+    if order.is_fully_refunded() {
+        return Err(refunded());
     }
     let images = db::orders::images(&state.db, order.id).await?;
     if !images.iter().any(|i| i.status() == ImageStatus::Completed) {
@@ -94,7 +97,7 @@ pub(crate) struct DownloadQuery {
     include: Option<String>,
 }
 
-#[utoipa::path(get, path = "/download/{token}", tag = "downloads", params(("token" = String, Path), ("include" = Option<String>, Query, description = "`originals` to add the originals")), responses((status = 200, description = "application/zip, streamed"), (status = 403, description = "unknown, expired or used-up link")))]
+#[utoipa::path(get, path = "/download/{token}", tag = "downloads", params(("token" = String, Path), ("include" = Option<String>, Query, description = "`originals` to add the originals")), responses((status = 200, description = "application/zip, streamed"), (status = 403, description = "unknown, expired or used-up link"), (status = 410, description = "the order was refunded (order_refunded)")))]
 pub(crate) async fn download(
     State(state): State<AppState>,
     Path(secret): Path<String>,
@@ -107,9 +110,13 @@ pub(crate) async fn download(
             "this download link is unknown, expired or used up; ask for a new one on your order page",
         )
     };
-    let order_id = db::downloads::spend(&state.db, &token::hash(&secret))
-        .await?
-        .ok_or_else(refused)?;
+    let hash = token::hash(&secret);
+    let Some(order_id) = db::downloads::spend(&state.db, &hash).await? else {
+        if db::downloads::opens_refunded_order(&state.db, &hash).await? {
+            return Err(refunded());
+        }
+        return Err(refused());
+    };
     let with_originals = query
         .include
         .as_deref()

@@ -77,6 +77,25 @@ pub struct OrderView {
     purged_at: Option<OffsetDateTime>,
     progress: Progress,
     images: Vec<ImageView>,
+    /// Money given back (or on its way back), oldest first.
+    refunds: Vec<RefundView>,
+}
+
+#[derive(Debug, Serialize)]
+struct RefundView {
+    id: String,
+    amount: i64,
+    currency: String,
+    /// `failed_photos`, `operator`, `customer`, …
+    reason: String,
+    /// `pending`, `sending`, `succeeded` or `failed`.
+    status: String,
+    /// The payment provider's id of the refund, once it is done.
+    provider_refund_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    completed_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +116,10 @@ struct ImageView {
     height: i32,
     original_url: String,
     restored_url: Option<String>,
+    /// What the customer paid for this photo.
+    unit_amount: i64,
+    /// Whether its price was given back.
+    refunded: bool,
 }
 
 #[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders", params(("order_id" = String, Path), ("token" = Option<String>, Query, description = "the order token, or send it as a bearer token")), responses((status = 200, description = "the order with its images and progress"), (status = 404, description = "unknown order, or not yours")))]
@@ -138,7 +161,23 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
                 height: i.height,
                 original_url: format!("{base}/original"),
                 restored_url: (status == ImageStatus::Completed).then(|| format!("{base}/restored")),
+                unit_amount: i.unit_amount,
+                refunded: i.refund_id.is_some(),
             }
+        })
+        .collect();
+    let refunds = db::refunds::for_order(&state.db, order.id)
+        .await?
+        .into_iter()
+        .map(|r| RefundView {
+            id: domain::format_id(IdKind::Refund, r.id),
+            amount: r.amount,
+            currency: r.currency,
+            reason: r.reason,
+            status: r.status,
+            provider_refund_id: r.provider_refund_id,
+            created_at: r.created_at,
+            completed_at: r.completed_at,
         })
         .collect();
     Ok(OrderView {
@@ -154,11 +193,12 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
         purged_at: order.purged_at,
         progress,
         images,
+        refunds,
     })
 }
 
 /// `…/images/{image_id}/original` or `…/restored`: the photo itself.
-#[utoipa::path(get, path = "/api/orders/{order_id}/images/{image_id}/{which}", tag = "orders", params(("order_id" = String, Path), ("image_id" = String, Path), ("which" = String, Path, description = "original or restored")), responses((status = 200, description = "the photo"), (status = 404, description = "unknown, not yours, or not restored yet"), (status = 410, description = "the photos were deleted")))]
+#[utoipa::path(get, path = "/api/orders/{order_id}/images/{image_id}/{which}", tag = "orders", params(("order_id" = String, Path), ("image_id" = String, Path), ("which" = String, Path, description = "original or restored")), responses((status = 200, description = "the photo"), (status = 404, description = "unknown, not yours, or not restored yet"), (status = 410, description = "the photos were deleted (photos_purged), or the order was refunded (order_refunded: restored photos only)")))]
 pub(crate) async fn photo(
     State(state): State<AppState>,
     Path((order_id, image_id, which)): Path<(String, String, String)>,
@@ -171,6 +211,9 @@ pub(crate) async fn photo(
             "photos_purged",
             "the photos of this order have been deleted",
         ));
+    }
+    if which == "restored" && order.is_fully_refunded() {
+        return Err(refunded());
     }
     let image_id: Uuid =
         domain::parse_id(IdKind::Image, &image_id).ok_or_else(|| ApiError::not_found("image"))?;
@@ -203,6 +246,14 @@ pub(crate) async fn photo(
         HeaderValue::from_static("private, max-age=300"),
     );
     Ok(response)
+}
+
+/// The answer for what a fully refunded order no longer delivers.
+pub fn refunded() -> ApiError {
+    ApiError::gone(
+        "order_refunded",
+        "this order was refunded; its restored photos are no longer available",
+    )
 }
 
 #[derive(Debug, Serialize)]

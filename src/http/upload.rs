@@ -1,10 +1,12 @@
 //! `POST /api/upload`, `GET /api/upload/{id}`, `DELETE /api/upload/{id}/files/{file_id}`.
 //!
 //! A batch is all or nothing: every file is validated before any is stored,
-//! and one bad file refuses the request with a reason per file. Accepted
-//! files are written to temp storage first and their rows committed second;
-//! a crash in between leaves only files without rows, which the orphan sweep
-//! removes (never a row without its file).
+//! and one bad file refuses the request with a reason per file. Before the
+//! photos of a session with an open checkout change, that checkout is
+//! closed at the provider (a checkout sells exactly the photos it froze).
+//! Accepted files are written to temp storage first and their rows
+//! committed second; a crash in between leaves only files without rows,
+//! which the orphan sweep removes (never a row without its file).
 
 use axum::{
     Json, Router,
@@ -27,6 +29,7 @@ use crate::{
     config::Settings,
     db::{self, uploads::FileRow, uploads::UploadSessionRow},
     domain::{self, CheckoutStatus, IdKind, UploadSessionStatus, filename},
+    shop::{self, checkout::VoidError},
     storage::keys,
     validation::{self, Rejection, ValidPhoto},
 };
@@ -95,7 +98,7 @@ struct UploadForm {
     extra_files: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/api/upload", tag = "uploads", request_body(content_type = "multipart/form-data", description = "parts named `files` (photos) and an optional `session_id`"), responses((status = 201, description = "the upload session with its files and price"), (status = 400, description = "a file name that climbs directories"), (status = 404, description = "unknown session"), (status = 409, description = "the session is paid"), (status = 410, description = "the session expired"), (status = 413, description = "a file or photo too large"), (status = 415, description = "not an accepted photo format"), (status = 422, description = "invalid photos (details.files says which)")))]
+#[utoipa::path(post, path = "/api/upload", tag = "uploads", request_body(content_type = "multipart/form-data", description = "parts named `files` (photos) and an optional `session_id`"), responses((status = 201, description = "the upload session with its files and price"), (status = 400, description = "a file name that climbs directories"), (status = 404, description = "unknown session"), (status = 409, description = "the session is paid (session_paid), its payment is on its way (payment_pending), or its open checkout cannot be closed (checkout_open)"), (status = 410, description = "the session expired"), (status = 413, description = "a file or photo too large"), (status = 415, description = "not an accepted photo format"), (status = 422, description = "invalid photos (details.files says which)")))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -142,10 +145,14 @@ pub(crate) async fn upload(
     }
 
     let accepted = validate_all(&state, form.files).await?;
+    let voided = match &existing {
+        Some(session) => void_open_checkouts(&state, session.id).await?,
+        None => Vec::new(),
+    };
     let session_id = existing.as_ref().map_or_else(domain::new_id, |s| s.id);
     let rows = store_files(&state, session_id, &accepted).await?;
-    let voided = match commit_files(&state, session_id, existing.is_none(), &rows, now).await {
-        Ok(voided) => voided,
+    match commit_files(&state, session_id, existing.is_none(), &rows, now, &voided).await {
+        Ok(()) => {}
         Err(e) => {
             for row in &rows {
                 if let Err(de) = state.storage.delete(&row.storage_key).await {
@@ -154,8 +161,7 @@ pub(crate) async fn upload(
             }
             return Err(e);
         }
-    };
-    expire_at_provider(&state, voided);
+    }
     tracing::info!(session_id = %session_id, files = rows.len(), "photos uploaded");
     let view = session_view(&state, session_id).await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -236,6 +242,12 @@ async fn check_accepts_changes(
     session: &UploadSessionRow,
     now: OffsetDateTime,
 ) -> ApiResult<()> {
+    if session.status() == UploadSessionStatus::AwaitingPayment {
+        return Err(ApiError::conflict(
+            "payment_pending",
+            "a payment for these photos is on its way; they can no longer change",
+        ));
+    }
     if session.status() == UploadSessionStatus::Paid {
         let order = db::orders::by_upload_session(&state.db, session.id).await?;
         return Err(ApiError::conflict(
@@ -353,14 +365,15 @@ async fn store_files(state: &AppState, session_id: Uuid, accepted: &[Accepted]) 
     Ok(rows)
 }
 
-/// Commits the rows; returns the checkouts the change made void.
+/// Commits the rows, recording the checkouts voided for the change.
 async fn commit_files(
     state: &AppState,
     session_id: Uuid,
     is_new: bool,
     rows: &[FileRow],
     now: OffsetDateTime,
-) -> ApiResult<Vec<String>> {
+    voided: &[String],
+) -> ApiResult<()> {
     let mut tx = state.db.begin().await?;
     if is_new {
         db::uploads::create_session(&mut tx, session_id, now + state.settings.uploads.session_ttl).await?;
@@ -382,43 +395,59 @@ async fn commit_files(
     for row in rows {
         db::uploads::insert_file(&mut tx, row).await?;
     }
-    let voided = reopen(&mut tx, &session).await?;
+    reopen(&mut tx, &session, voided).await?;
     tx.commit().await?;
-    Ok(voided)
+    Ok(())
 }
 
-/// The photos changed: checkouts for the old set must not be paid. Moves the
-/// session back to `open` and returns the checkouts to close at the provider.
-async fn reopen(tx: &mut sqlx::PgConnection, session: &UploadSessionRow) -> ApiResult<Vec<String>> {
-    let status = session.status();
-    if !matches!(
-        status,
-        UploadSessionStatus::CheckoutStarted | UploadSessionStatus::PaymentFailed
-    ) {
-        return Ok(Vec::new());
+/// Closes the session's open checkouts at the provider before its photos
+/// change, so that no checkout for the old set can still be paid. A
+/// checkout the customer paid meanwhile is applied, and the change refused.
+async fn void_open_checkouts(state: &AppState, session_id: Uuid) -> ApiResult<Vec<String>> {
+    match shop::checkout::void_open(state.checkout_deps(), session_id).await {
+        Ok(voided) => Ok(voided),
+        Err(VoidError::Paid(applied)) => {
+            state.actors.follow_up(&applied);
+            Err(ApiError::conflict(
+                "session_paid",
+                "this upload session was paid meanwhile; its photos can no longer change",
+            ))
+        }
+        Err(e @ VoidError::StillOpen(_)) => {
+            tracing::warn!(%session_id, error = %e, "cannot void an open checkout; the change is refused");
+            Err(checkout_open())
+        }
+        Err(VoidError::Database(e)) => Err(e.into()),
+        Err(VoidError::Fulfilment(e)) => Err(ApiError::internal(e)),
     }
+}
+
+fn checkout_open() -> ApiError {
+    ApiError::conflict(
+        "checkout_open",
+        "a checkout for these photos is open and cannot be closed right now; finish or cancel it, or try again shortly",
+    )
+}
+
+/// The photos changed: the checkouts voided for the change are recorded
+/// expired, and the session goes back to `open`. A checkout opened since
+/// the voiding (not closed at the provider) refuses the change.
+async fn reopen(tx: &mut sqlx::PgConnection, session: &UploadSessionRow, voided: &[String]) -> ApiResult<()> {
+    let status = session.status();
     let open = db::checkouts::open_for_session(&mut *tx, session.id).await?;
+    if open.iter().any(|c| !voided.contains(&c.id)) {
+        return Err(checkout_open());
+    }
     for checkout in &open {
         db::checkouts::set_status(tx, &checkout.id, CheckoutStatus::Open, CheckoutStatus::Expired).await?;
     }
-    db::uploads::set_status(tx, session.id, status, UploadSessionStatus::Open).await?;
-    Ok(open.into_iter().map(|c| c.id).collect())
-}
-
-/// Closes void checkouts at the provider, in the background (best effort:
-/// a payment that lands anyway still becomes an order).
-pub fn expire_at_provider(state: &AppState, checkout_ids: Vec<String>) {
-    if checkout_ids.is_empty() {
-        return;
+    if matches!(
+        status,
+        UploadSessionStatus::CheckoutStarted | UploadSessionStatus::PaymentFailed
+    ) {
+        db::uploads::set_status(tx, session.id, status, UploadSessionStatus::Open).await?;
     }
-    let payments = state.payments.clone();
-    tokio::spawn(async move {
-        for id in checkout_ids {
-            if let Err(e) = payments.expire_checkout(&id).await {
-                tracing::warn!(checkout = %id, error = %e, "cannot expire a void checkout");
-            }
-        }
-    });
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/upload/{session_id}", tag = "uploads", params(("session_id" = String, Path, description = "ups_…")), responses((status = 200, description = "the upload session"), (status = 404, description = "unknown session")))]
@@ -431,7 +460,7 @@ pub(crate) async fn show(
     Ok(Json(session_view(&state, id).await?))
 }
 
-#[utoipa::path(delete, path = "/api/upload/{session_id}/files/{file_id}", tag = "uploads", params(("session_id" = String, Path), ("file_id" = String, Path)), responses((status = 200, description = "the session without the file"), (status = 404, description = "unknown session or file"), (status = 409, description = "the session is paid")))]
+#[utoipa::path(delete, path = "/api/upload/{session_id}/files/{file_id}", tag = "uploads", params(("session_id" = String, Path), ("file_id" = String, Path)), responses((status = 200, description = "the session without the file"), (status = 404, description = "unknown session or file"), (status = 409, description = "the session is paid (session_paid), its payment is on its way (payment_pending), or its open checkout cannot be closed (checkout_open)")))]
 pub(crate) async fn remove_file(
     State(state): State<AppState>,
     Path((session_id, file_id)): Path<(String, String)>,
@@ -439,6 +468,11 @@ pub(crate) async fn remove_file(
     let session_id = domain::parse_id(IdKind::UploadSession, &session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
     let file_id = domain::parse_id(IdKind::File, &file_id).ok_or_else(|| ApiError::not_found("file"))?;
+    let session = db::uploads::get_session(&state.db, session_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload session"))?;
+    check_accepts_changes(&state, &session, OffsetDateTime::now_utc()).await?;
+    let voided = void_open_checkouts(&state, session_id).await?;
     let mut tx = state.db.begin().await?;
     let session = db::uploads::lock_session(&mut tx, session_id)
         .await?
@@ -447,13 +481,12 @@ pub(crate) async fn remove_file(
     let row = db::uploads::delete_file(&mut tx, session_id, file_id)
         .await?
         .ok_or_else(|| ApiError::not_found("file"))?;
-    let voided = reopen(&mut tx, &session).await?;
+    reopen(&mut tx, &session, &voided).await?;
     tx.commit().await?;
     // Row first, file second: a crash in between leaves an orphan file for the sweep.
     if let Err(e) = state.storage.delete(&row.storage_key).await {
         tracing::warn!(key = %row.storage_key, error = %e, "cannot delete a removed photo; the sweep will");
     }
-    expire_at_provider(&state, voided);
     Ok(Json(session_view(&state, session_id).await?))
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Signature over the raw bytes first, then lenient parsing, then Redis as
 //! the fast path for repeats and the `webhook_events` row as the guarantee.
-//! The order is committed before the 200; the actors get it after.
+//! The order (or the refund of a payment the shop refuses) is committed
+//! before the 200; the actors get it after.
 
 use axum::{
     Json, Router,
@@ -17,11 +18,11 @@ use time::OffsetDateTime;
 use super::{AppState, error::ApiError};
 use crate::{
     dedup::Claim,
-    fulfilment::{self, Applied, FulfilmentError},
     providers::{
         payments::{event::StripeEvent, signature},
         restoration::{replicate::Prediction, signature as replicate_signature},
     },
+    shop::fulfilment::{self, Applied, FulfilmentError},
 };
 
 pub fn router(settings: &crate::config::Settings) -> Router<AppState> {
@@ -136,20 +137,11 @@ pub(crate) async fn stripe(
     };
     state.dedup.done("stripe", &event.id).await;
     fail::fail_point!("webhook::after_commit");
-    match applied {
-        Applied::OrderCreated(order_id) => {
-            metrics::counter!("restoreclick_orders_total", "status" => "processing").increment(1);
-            state.actors.dispatch(order_id)
-        }
-        Applied::Refunded(order_id) => {
-            metrics::counter!("restoreclick_orders_total", "status" => "refunded").increment(1);
-            state.actors.refunded(order_id)
-        }
-        _ => {}
-    }
+    state.actors.follow_up(&applied);
     let outcome = match applied {
         Applied::Duplicate => "duplicate",
         Applied::Ignored(_) => "ignored",
+        Applied::PaymentRefused { .. } => "refused",
         _ => "applied",
     };
     metrics::counter!("restoreclick_webhooks_total", "source" => "stripe", "outcome" => outcome).increment(1);

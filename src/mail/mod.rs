@@ -128,14 +128,19 @@ pub fn compose(
             let token = token::order_token(settings.app.secret_key.expose(), uuid);
             format!("{}/success?order_id={order}&token={token}", settings.public_url())
         });
-    let amount = payload["amount_total"].as_i64().map(|minor| {
-        let currency = payload["currency"].as_str().unwrap_or("usd").to_ascii_uppercase();
-        format!("{}.{:02} {currency}", minor / 100, minor % 100)
-    });
+    let money = |field: &str| {
+        payload[field].as_i64().map(|minor| {
+            let currency = payload["currency"].as_str().unwrap_or("usd").to_ascii_uppercase();
+            format!("{}.{:02} {currency}", minor / 100, minor % 100)
+        })
+    };
+    let amount = money("amount_total");
+    let refund = money("refund_amount");
     let ctx = context! {
         order_id => payload["order_id"].as_str(),
         order_url => order_url,
         amount => amount,
+        refund => refund,
         photos => payload["photos"].as_i64().unwrap_or(0),
         failed_photos => minijinja::Value::from(minijinja::value::Serde(payload.get("failed_photos").unwrap_or(&Value::Null))),
         reason => payload["reason"].as_str(),

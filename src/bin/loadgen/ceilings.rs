@@ -8,13 +8,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use restoreclick::{
     config::{Secret, Settings},
-    db, domain, fulfilment,
-    providers::payments::event::StripeEvent,
+    db,
+    shop::fulfilment,
+    storage::keys,
 };
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use time::OffsetDateTime;
 
-use super::{scenarios::timed_all, stats::Summary};
+use super::{fixtures, scenarios::timed_all, stats::Summary};
 
 /// A fresh, migrated database on the same server, dropped when done.
 pub struct Scratch {
@@ -59,34 +59,6 @@ impl Scratch {
     }
 }
 
-/// An upload session with one photo row, written straight to the database.
-async fn session(pool: &PgPool) -> anyhow::Result<uuid::Uuid> {
-    let id = domain::new_id();
-    let mut tx = pool.begin().await?;
-    db::uploads::create_session(&mut tx, id, OffsetDateTime::now_utc() + time::Duration::days(1)).await?;
-    let file = domain::new_id();
-    db::uploads::insert_file(
-        &mut tx,
-        &db::uploads::FileRow {
-            id: file,
-            session_id: id,
-            filename: "photo.jpg".into(),
-            stem: "photo".into(),
-            ext: "jpg".into(),
-            content_type: "image/jpeg".into(),
-            bytes: 1000,
-            width: 100,
-            height: 75,
-            sha256: String::new(),
-            storage_key: restoreclick::storage::keys::temp(id, file, "jpg"),
-            created_at: OffsetDateTime::now_utc(),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(id)
-}
-
 /// The paid-checkout transaction the webhook runs (order, image, job,
 /// journal, email), run bare from `concurrency` tasks: the database ceiling.
 pub async fn order_transactions(
@@ -94,23 +66,16 @@ pub async fn order_transactions(
     concurrency: usize,
     orders: usize,
 ) -> anyhow::Result<Summary> {
-    let mut sessions = Vec::with_capacity(orders);
+    let mut paid = Vec::with_capacity(orders);
     for _ in 0..orders {
-        sessions.push(session(&scratch.pool).await?);
+        let session = fixtures::upload_session(&scratch.pool, 1, 1000, |s, f| keys::temp(s, f, "jpg")).await;
+        let email = format!("load+{}@example.com", session.simple());
+        paid.push(fixtures::paid_event(&scratch.pool, &scratch.settings, session, &email).await);
     }
     let (pool, settings) = (scratch.pool.clone(), scratch.settings.clone());
-    let (latencies, wall) = timed_all(sessions, concurrency, None, move |id| {
+    let (latencies, wall) = timed_all(paid, concurrency, None, move |(event, payload)| {
         let (pool, settings) = (pool.clone(), settings.clone());
         async move {
-            let upload = domain::format_id(domain::IdKind::UploadSession, id);
-            let cs = format!("cs_ceiling_{}", id.simple());
-            let payload = serde_json::json!({
-                "id": format!("evt_{cs}"), "type": "checkout.session.completed",
-                "data": {"object": {"id": cs, "client_reference_id": upload, "payment_status": "paid",
-                         "amount_total": 500, "currency": "usd", "payment_intent": format!("pi_{cs}"),
-                         "customer_details": {"email": format!("load+{}@example.com", id.simple())}}}
-            });
-            let event: StripeEvent = serde_json::from_value(payload.clone())?;
             fulfilment::apply(&pool, &settings, &event, &payload).await?;
             anyhow::Ok(())
         }

@@ -13,6 +13,8 @@
 mod ceilings;
 mod client;
 mod fake_replicate;
+#[path = "../../../benches/fixtures/mod.rs"]
+mod fixtures;
 mod report;
 mod scenarios;
 mod shop;

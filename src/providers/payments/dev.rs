@@ -8,7 +8,10 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest};
+use super::{
+    CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest,
+    event::CheckoutSessionObject,
+};
 
 pub struct DevPayments {
     public_url: String,
@@ -44,6 +47,7 @@ impl PaymentProvider for DevPayments {
                 url: format!("{}/dev/checkout/{id}", self.public_url),
                 id,
                 expires_at: request.expires_at,
+                livemode: false,
             })
         })
     }
@@ -53,7 +57,8 @@ impl PaymentProvider for DevPayments {
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>> {
         Box::pin(async move {
             let refund_id = format!("re_dev_{}", Uuid::now_v7().simple());
-            let refunded = request.amount.unwrap_or(request.amount_total);
+            // Stripe's charge says what was refunded of it in all.
+            let refunded = request.previously_refunded + request.amount;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let event = json!({
                 "id": format!("evt_dev_{}", Uuid::now_v7().simple()),
@@ -76,8 +81,16 @@ impl PaymentProvider for DevPayments {
     }
 
     fn expire_checkout<'a>(&'a self, _checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>> {
-        // The shop's own table is the only record of a dev checkout.
+        // The shop's own table is the only record of a dev checkout, and its
+        // page pays only a checkout that table says is open.
         Box::pin(async { Ok(()) })
+    }
+
+    fn retrieve_checkout<'a>(
+        &'a self,
+        _checkout_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CheckoutSessionObject>, PaymentError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

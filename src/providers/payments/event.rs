@@ -31,6 +31,11 @@ pub struct EventData {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CheckoutSessionObject {
     pub id: String,
+    /// `open`, `complete` or `expired` (Stripe's session status).
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub livemode: Option<bool>,
     #[serde(default)]
     pub client_reference_id: Option<String>,
     #[serde(default, deserialize_with = "lenient_metadata")]
@@ -81,6 +86,16 @@ impl CheckoutSessionObject {
             self.payment_status.as_deref(),
             Some("paid" | "no_payment_required")
         )
+    }
+
+    /// Completed, with the money still on its way (a delayed payment method).
+    pub fn is_awaiting_payment(&self) -> bool {
+        self.status.as_deref() == Some("complete") && !self.is_paid()
+    }
+
+    /// Closed for good without a payment.
+    pub fn is_expired(&self) -> bool {
+        self.status.as_deref() == Some("expired")
     }
 
     /// The customer's email: what they typed at checkout, else what was prefilled.

@@ -1,4 +1,5 @@
-//! Payments: a Checkout session for an upload session, and refunds.
+//! Payments: a Checkout session for an upload session, what became of it,
+//! and refunds.
 //!
 //! `stripe` talks to Stripe's API (async-stripe, base URL from
 //! `stripe.api_base`); `dev` is the shop's own checkout page, whose Pay button
@@ -14,16 +15,20 @@ use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::payments::LineItem;
+use event::CheckoutSessionObject;
+
 /// What a checkout charges for.
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
     pub upload_session_id: Uuid,
     /// The public form of the upload session id (`ups_…`).
     pub upload_session_ref: String,
+    /// How many photos it sells (metadata for people reading the dashboard).
     pub quantity: u32,
-    pub unit_amount: i64,
+    /// One line per kind of work, as the quote says.
+    pub line_items: Vec<LineItem>,
     pub currency: String,
-    pub product_name: String,
     pub email: Option<String>,
     pub success_url: String,
     pub cancel_url: String,
@@ -38,6 +43,8 @@ pub struct CreatedCheckout {
     pub id: String,
     pub url: String,
     pub expires_at: OffsetDateTime,
+    /// Whether the provider runs it in live mode (real money).
+    pub livemode: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,24 +67,38 @@ pub trait PaymentProvider: Send + Sync {
         request: &'a CheckoutRequest,
     ) -> BoxFuture<'a, Result<CreatedCheckout, PaymentError>>;
 
-    /// Closes an open checkout so it can no longer be paid (best effort: the
-    /// customer started a new one or changed the photos).
+    /// Closes an open checkout so it can no longer be paid. An error that
+    /// is `Rejected` means the provider would not: the checkout may be
+    /// paid already (ask [`PaymentProvider::retrieve_checkout`]).
     fn expire_checkout<'a>(&'a self, checkout_id: &'a str) -> BoxFuture<'a, Result<(), PaymentError>>;
 
-    /// Refunds (part of) a payment; returns the provider's refund id. The
-    /// order itself changes when the provider's `charge.refunded` arrives.
+    /// The checkout as the provider sees it now, for when its webhook is
+    /// late or lost; `None` when the provider keeps no record of its own
+    /// (the dev checkout: the shop's table is the only one).
+    fn retrieve_checkout<'a>(
+        &'a self,
+        checkout_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CheckoutSessionObject>, PaymentError>>;
+
+    /// Refunds part of a payment; returns the provider's refund id. The
+    /// same idempotency key refunds once, however often it is called.
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> BoxFuture<'a, Result<String, PaymentError>>;
 }
 
-/// A refund an operator asked for.
+/// A refund the shop decided on (a `refunds` row).
 #[derive(Debug, Clone)]
 pub struct RefundRequest {
     pub payment_intent: String,
-    /// Minor units; the whole payment when `None`.
-    pub amount: Option<i64>,
-    /// The amount the payment was for (for events that describe the refund).
+    /// Minor units to give back.
+    pub amount: i64,
+    /// The amount the payment was for, and what was refunded of it before
+    /// this refund (for the events that describe it).
     pub amount_total: i64,
-    pub order_ref: String,
+    pub previously_refunded: i64,
+    /// The order (`ord_…`) or checkout (`cs_…`) the payment was for.
+    pub reference: String,
+    /// Why, as the `refunds.reason` column says it.
+    pub reason: String,
     /// Same key for the same refund: a retried call refunds once.
     pub idempotency_key: String,
 }

@@ -11,18 +11,23 @@ use futures::future::BoxFuture;
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionPaymentIntentData, ExpireCheckoutSession, ProductData,
+    CreateCheckoutSessionPaymentIntentData, ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
 use time::OffsetDateTime;
 
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
-use super::{CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest};
+use super::{
+    CheckoutRequest, CreatedCheckout, PaymentError, PaymentProvider, RefundRequest,
+    event::CheckoutSessionObject,
+};
 use crate::config::StripeSettings;
 
 pub struct StripePayments {
     client: stripe::Client,
     timeout: std::time::Duration,
+    /// What the secret key says about the mode, for answers that do not.
+    live_key: bool,
 }
 
 /// The fields of a Checkout Session the shop keeps.
@@ -31,6 +36,7 @@ struct SessionCreated {
     id: String,
     url: Option<String>,
     expires_at: Option<i64>,
+    livemode: Option<bool>,
 }
 
 impl StripePayments {
@@ -44,24 +50,36 @@ impl StripePayments {
             .timeout(settings.timeout)
             .build()
             .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
+        let key = settings.secret_key.expose();
         Ok(Self {
             client,
             timeout: settings.timeout,
+            live_key: key.starts_with("sk_live_") || key.starts_with("rk_live_"),
         })
     }
 
-    fn session_params(request: &CheckoutRequest) -> CreateCheckoutSession {
-        let mut price = CreateCheckoutSessionLineItemsPriceData::new(
+    fn session_params(request: &CheckoutRequest) -> Result<CreateCheckoutSession, PaymentError> {
+        let currency =
             request
                 .currency
                 .parse::<stripe_types::Currency>()
-                .unwrap_or(stripe_types::Currency::USD),
-        );
-        price.unit_amount = Some(request.unit_amount);
-        price.product_data = Some(ProductData::new(request.product_name.clone()));
-        let mut item = CreateCheckoutSessionLineItems::new();
-        item.price_data = Some(price);
-        item.quantity = Some(u64::from(request.quantity));
+                .map_err(|_| PaymentError::Rejected {
+                    status: 400,
+                    message: format!("unknown currency {:?}", request.currency),
+                })?;
+        let items: Vec<CreateCheckoutSessionLineItems> = request
+            .line_items
+            .iter()
+            .map(|line| {
+                let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency.clone());
+                price.unit_amount = Some(line.unit_amount);
+                price.product_data = Some(ProductData::new(line.name.clone()));
+                let mut item = CreateCheckoutSessionLineItems::new();
+                item.price_data = Some(price);
+                item.quantity = Some(u64::from(line.quantity));
+                item
+            })
+            .collect();
 
         let metadata = HashMap::from([
             ("upload_session_id".to_owned(), request.upload_session_ref.clone()),
@@ -75,7 +93,7 @@ impl StripePayments {
 
         let mut params = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Payment)
-            .line_items(vec![item])
+            .line_items(items)
             .success_url(request.success_url.clone())
             .cancel_url(request.cancel_url.clone())
             .client_reference_id(request.upload_session_ref.clone())
@@ -85,7 +103,7 @@ impl StripePayments {
         if let Some(email) = &request.email {
             params = params.customer_email(email.clone());
         }
-        params
+        Ok(params)
     }
 }
 
@@ -117,7 +135,7 @@ impl PaymentProvider for StripePayments {
                 status: 400,
                 message: e.to_string(),
             })?;
-            let created: SessionCreated = Self::session_params(request)
+            let created: SessionCreated = Self::session_params(request)?
                 .build()
                 .customize::<SessionCreated>()
                 .request_strategy(RequestStrategy::Idempotent(key))
@@ -136,6 +154,7 @@ impl PaymentProvider for StripePayments {
                 id: created.id,
                 url,
                 expires_at,
+                livemode: created.livemode.unwrap_or(self.live_key),
             })
         })
     }
@@ -146,10 +165,18 @@ impl PaymentProvider for StripePayments {
                 status: 400,
                 message: e.to_string(),
             })?;
+            let reference = if request.reference.starts_with("ord_") {
+                "order_id"
+            } else {
+                "checkout_session_id"
+            };
             let params = RefundParams {
                 payment_intent: &request.payment_intent,
                 amount: request.amount,
-                metadata: HashMap::from([("order_id", request.order_ref.as_str())]),
+                metadata: HashMap::from([
+                    (reference, request.reference.as_str()),
+                    ("reason", request.reason.as_str()),
+                ]),
             };
             let created: RefundCreated = RequestBuilder::new(StripeMethod::Post, "/refunds")
                 .form(&params)
@@ -160,6 +187,25 @@ impl PaymentProvider for StripePayments {
                 .await
                 .map_err(classify)?;
             Ok(created.id)
+        })
+    }
+
+    fn retrieve_checkout<'a>(
+        &'a self,
+        checkout_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CheckoutSessionObject>, PaymentError>> {
+        Box::pin(async move {
+            // Read as plain JSON, then leniently, as webhook events are.
+            let raw: miniserde::json::Value = RetrieveCheckoutSession::new(checkout_id)
+                .build()
+                .customize::<miniserde::json::Value>()
+                .timeout(self.timeout)
+                .send(&self.client)
+                .await
+                .map_err(classify)?;
+            serde_json::from_str(&miniserde::json::to_string(&raw))
+                .map(Some)
+                .map_err(|e| PaymentError::Unavailable(format!("Stripe answered an unreadable session: {e}")))
         })
     }
 
@@ -181,8 +227,7 @@ impl PaymentProvider for StripePayments {
 #[derive(serde::Serialize)]
 struct RefundParams<'a> {
     payment_intent: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    amount: Option<i64>,
+    amount: i64,
     metadata: HashMap<&'a str, &'a str>,
 }
 

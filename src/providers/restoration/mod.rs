@@ -105,6 +105,14 @@ pub trait Restorer: Send + Sync {
         request: &'a RestoreRequest,
         record: RecordSubmission,
     ) -> BoxFuture<'a, Result<Restored, RestoreError>>;
+
+    /// Stops the provider's work `external_id` (a refunded order's attempt
+    /// in flight), best effort; providers that run in process have nothing
+    /// to cancel (their result is discarded).
+    fn cancel<'a>(&'a self, external_id: &'a str) -> BoxFuture<'a, ()> {
+        let _ = external_id;
+        Box::pin(async {})
+    }
 }
 
 /// Restores one photo file into another with the configured provider, by way

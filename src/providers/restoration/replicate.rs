@@ -383,6 +383,10 @@ impl Restorer for ReplicateRestorer {
             }
         })
     }
+
+    fn cancel<'a>(&'a self, external_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(ReplicateRestorer::cancel(self, external_id))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,687 @@
+//! Turning what a payment provider says about a checkout into the shop's
+//! state, exactly once, in one transaction: a verified Stripe event (the
+//! webhook), or the checkout as the provider shows it when asked (the
+//! success page's poll and the cleanup sweep, for webhooks late or lost).
+//!
+//! A payment is honoured only for a checkout this shop opened and only when
+//! its total, currency and mode are what that checkout sold; the order is
+//! made from the checkout's frozen photos, never from the session's current
+//! ones. A payment the shop cannot honour makes no order and is refunded,
+//! with an audit row and an operator alert. A refund wins whatever the order
+//! of events. Nothing here talks to the network or storage: the caller acts
+//! on what [`Applied`] says after the commit.
+
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::refund::{self, OrderRefunded};
+use crate::{
+    config::Settings,
+    db::{
+        self,
+        checkouts::CheckoutRow,
+        emails::EmailKind,
+        orders::{NewImage, NewOrder},
+        refunds::NewRefund,
+    },
+    domain::{
+        self, CheckoutStatus, IdKind, ImageStatus, OrderStatus, UploadSessionStatus,
+        payments::{Paid, RefundReason, Sold},
+    },
+    providers::payments::event::{CheckoutSessionObject, StripeEvent},
+    storage::keys,
+};
+
+/// What applying an event (or a polled checkout) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was applied before; nothing was done.
+    Duplicate,
+    /// A paid checkout became this new order.
+    OrderCreated(Uuid),
+    /// A paid checkout became an order already refunded (the refund came
+    /// first): nothing is restored.
+    OrderCreatedRefunded(Uuid),
+    /// The order for this payment exists already (another event said so first).
+    AlreadyFulfilled(Uuid),
+    /// The checkout was completed with a delayed payment method.
+    AwaitingPayment,
+    /// The checkout failed or expired; the upload session can be paid again.
+    CheckoutClosed,
+    /// Money was given back of an order.
+    Refunded(OrderRefunded),
+    /// A refund for a payment with no order yet, kept for when it comes.
+    RefundKept,
+    /// A payment the shop will not honour; refunded when it can be.
+    PaymentRefused {
+        reason: &'static str,
+        refund: Option<Uuid>,
+    },
+    /// Recorded, but nothing for the shop to do.
+    Ignored(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FulfilmentError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the event's object is not what its type promises: {0}")]
+    BadPayload(#[from] serde_json::Error),
+}
+
+/// Where a checkout's news came from.
+#[derive(Debug, Clone, Copy)]
+struct Source<'a> {
+    event_id: Option<&'a str>,
+    livemode: bool,
+}
+
+/// Applies `event` (whose raw JSON is `payload`) exactly once. A
+/// transaction that lost a deadlock is run again (it changed nothing).
+#[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type))]
+pub async fn apply(
+    pool: &PgPool,
+    settings: &Settings,
+    event: &StripeEvent,
+    payload: &serde_json::Value,
+) -> Result<Applied, FulfilmentError> {
+    retrying(|| apply_once(pool, settings, event, payload)).await
+}
+
+/// Applies the checkout as the provider shows it now: the same transaction
+/// a webhook runs, for a webhook late or lost. Racing the webhook (or other
+/// polls) is safe: one order.
+#[tracing::instrument(skip_all, fields(checkout = %checkout.id))]
+pub async fn apply_checkout(
+    pool: &PgPool,
+    settings: &Settings,
+    checkout: &CheckoutSessionObject,
+) -> Result<Applied, FulfilmentError> {
+    let source = Source {
+        event_id: None,
+        livemode: checkout.livemode.unwrap_or(false),
+    };
+    retrying(|| async {
+        let mut tx = pool.begin().await?;
+        let applied = if checkout.is_paid() {
+            settle_paid(&mut tx, settings, checkout, source).await?
+        } else if checkout.is_awaiting_payment() {
+            await_payment(&mut tx, settings, checkout, source).await?
+        } else if checkout.is_expired() {
+            close_checkout(&mut tx, checkout, CheckoutStatus::Expired).await?
+        } else {
+            Applied::Ignored("the checkout is still open")
+        };
+        tx.commit().await?;
+        if applied != Applied::Ignored("the checkout is still open") {
+            tracing::info!(?applied, "checkout synced from the provider");
+        }
+        Ok(applied)
+    })
+    .await
+}
+
+/// Closes a checkout the shop gives up on (`failed` or `expired`) outside
+/// any event: the same transaction the provider's event would run.
+pub async fn close(
+    pool: &PgPool,
+    checkout: &CheckoutSessionObject,
+    to: CheckoutStatus,
+) -> Result<Applied, FulfilmentError> {
+    retrying(|| async {
+        let mut tx = pool.begin().await?;
+        let applied = close_checkout(&mut tx, checkout, to).await?;
+        tx.commit().await?;
+        Ok(applied)
+    })
+    .await
+}
+
+async fn retrying<F, Fut>(mut run: F) -> Result<Applied, FulfilmentError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Applied, FulfilmentError>>,
+{
+    let mut tries = 0;
+    loop {
+        match run().await {
+            Err(FulfilmentError::Database(e)) if db::is_retryable(&e) && tries < 3 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "fulfilment transaction lost a race; running it again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn apply_once(
+    pool: &PgPool,
+    settings: &Settings,
+    event: &StripeEvent,
+    payload: &serde_json::Value,
+) -> Result<Applied, FulfilmentError> {
+    let mut tx = pool.begin().await?;
+    if !db::webhooks::record(&mut tx, &event.id, "stripe", &event.event_type, payload).await? {
+        return Ok(Applied::Duplicate);
+    }
+    let source = Source {
+        event_id: Some(&event.id),
+        livemode: event.livemode,
+    };
+    let applied = match event.event_type.as_str() {
+        "checkout.session.completed" => {
+            let checkout = event.checkout_session()?;
+            if checkout.is_paid() {
+                settle_paid(&mut tx, settings, &checkout, source).await?
+            } else {
+                await_payment(&mut tx, settings, &checkout, source).await?
+            }
+        }
+        "checkout.session.async_payment_succeeded" => {
+            settle_paid(&mut tx, settings, &event.checkout_session()?, source).await?
+        }
+        "checkout.session.async_payment_failed" => {
+            close_checkout(&mut tx, &event.checkout_session()?, CheckoutStatus::Failed).await?
+        }
+        "checkout.session.expired" => {
+            close_checkout(&mut tx, &event.checkout_session()?, CheckoutStatus::Expired).await?
+        }
+        "charge.refunded" => charge_refunded(&mut tx, event).await?,
+        _ => Applied::Ignored("event type not handled"),
+    };
+    tx.commit().await?;
+    tracing::info!(?applied, "stripe event applied");
+    Ok(applied)
+}
+
+/// The checkout row and its upload session, locked in the order every
+/// writer takes them (session first, then checkout), so the payment paths,
+/// uploads and new checkouts queue instead of deadlocking.
+async fn lock_checkout(
+    tx: &mut PgConnection,
+    checkout_id: &str,
+) -> Result<Option<(CheckoutRow, Option<db::uploads::UploadSessionRow>)>, sqlx::Error> {
+    let Some(unlocked) = db::checkouts::get(&mut *tx, checkout_id).await? else {
+        return Ok(None);
+    };
+    let session = match unlocked.upload_session_id {
+        Some(id) => db::uploads::lock_session(tx, id).await?,
+        None => None,
+    };
+    Ok(db::checkouts::lock(tx, checkout_id)
+        .await?
+        .map(|row| (row, session)))
+}
+
+/// A paid checkout: an order from what it sold, or a refund.
+async fn settle_paid(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    checkout: &CheckoutSessionObject,
+    source: Source<'_>,
+) -> Result<Applied, FulfilmentError> {
+    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+        return unknown_checkout(tx, settings, checkout, source).await;
+    };
+    if let Some(order) = db::orders::by_checkout_session(&mut *tx, &row.id).await? {
+        return Ok(Applied::AlreadyFulfilled(order.id));
+    }
+    if row.status() == CheckoutStatus::Refunded {
+        return Ok(Applied::Ignored("this payment was refused and refunded before"));
+    }
+    let payment_intent = checkout.payment_intent_id();
+    if let Some(intent) = &payment_intent {
+        db::checkouts::set_payment_intent(tx, &row.id, intent).await?;
+    }
+    let sold = Sold {
+        amount_total: row.amount_total,
+        currency: &row.currency,
+        livemode: row.livemode,
+    };
+    let paid = Paid {
+        amount_total: checkout.amount_total,
+        currency: checkout.currency.as_deref(),
+        livemode: source.livemode,
+    };
+    if let Err(mismatch) = domain::payments::check(sold, paid) {
+        let detail = json!({"mismatch": mismatch.to_string()});
+        return refuse(
+            tx,
+            settings,
+            &row,
+            checkout,
+            source,
+            Refusal {
+                reason: mismatch.reason(),
+                refund: RefundReason::PaymentMismatch,
+                detail,
+            },
+        )
+        .await;
+    }
+    let Some(session) = session.filter(|s| s.status() != UploadSessionStatus::Expired) else {
+        return refuse(
+            tx,
+            settings,
+            &row,
+            checkout,
+            source,
+            Refusal::photos_gone("the upload session is gone"),
+        )
+        .await;
+    };
+    if let Some(order) = db::orders::by_upload_session(&mut *tx, session.id).await? {
+        tracing::error!(order_id = %order.id, checkout = %row.id, "second payment for a paid upload session");
+        let detail = json!({"order_id": domain::format_id(IdKind::Order, order.id)});
+        return refuse(
+            tx,
+            settings,
+            &row,
+            checkout,
+            source,
+            Refusal {
+                reason: "duplicate_payment",
+                refund: RefundReason::DuplicatePayment,
+                detail,
+            },
+        )
+        .await;
+    }
+    let frozen = db::checkouts::photos(&mut *tx, &row.id).await?;
+    let ids: Vec<Uuid> = frozen.iter().map(|p| p.file_upload_id).collect();
+    let files = db::uploads::files_by_ids(&mut *tx, session.id, &ids).await?;
+    if frozen.is_empty() || files.len() != frozen.len() {
+        let detail = json!({"sold": frozen.len(), "still_stored": files.len()});
+        return refuse(
+            tx,
+            settings,
+            &row,
+            checkout,
+            source,
+            Refusal::photos_gone_with(detail),
+        )
+        .await;
+    }
+    let sold_photos: Vec<SoldPhoto> = frozen
+        .iter()
+        .filter_map(|p| {
+            files
+                .iter()
+                .find(|f| f.id == p.file_upload_id)
+                .map(|f| SoldPhoto {
+                    file: f,
+                    unit_amount: p.unit_amount,
+                })
+        })
+        .collect();
+    let refunded_first = match &payment_intent {
+        Some(intent) => db::refunds::notice(&mut *tx, intent).await?,
+        None => None,
+    };
+    let confirm = refunded_first.as_ref().is_none_or(|n| !n.refunded);
+    let order_id = create_order(
+        tx,
+        settings,
+        NewSale {
+            row: &row,
+            session: &session,
+            checkout,
+            payment_intent: payment_intent.as_deref(),
+            photos: &sold_photos,
+            confirm,
+        },
+    )
+    .await?;
+    // The photos the checkout did not sell leave the session with it.
+    let unsold = db::uploads::delete_files_except(tx, session.id, &ids).await?;
+    if unsold > 0 {
+        tracing::warn!(%order_id, unsold, "a voided checkout was paid: its photos became the order, the rest left");
+    }
+    db::uploads::set_status(tx, session.id, session.status(), UploadSessionStatus::Paid).await?;
+    let from = row.status();
+    if from.can_transition_to(CheckoutStatus::Paid) {
+        db::checkouts::set_status(tx, &row.id, from, CheckoutStatus::Paid).await?;
+    }
+    if let Some(notice) = refunded_first {
+        let order = db::orders::lock(tx, order_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        let effect = refund::record_refunded(tx, &order, notice.amount_refunded, notice.refunded).await?;
+        if effect.now_refunded {
+            tracing::warn!(%order_id, "the payment was refunded before it arrived: the order starts refunded");
+            return Ok(Applied::OrderCreatedRefunded(order_id));
+        }
+    }
+    Ok(Applied::OrderCreated(order_id))
+}
+
+/// A photo a paid checkout sold, with its upload row.
+struct SoldPhoto<'a> {
+    file: &'a db::uploads::FileRow,
+    unit_amount: i64,
+}
+
+/// What a paid checkout sold, to become an order.
+struct NewSale<'a> {
+    row: &'a CheckoutRow,
+    session: &'a db::uploads::UploadSessionRow,
+    checkout: &'a CheckoutSessionObject,
+    payment_intent: Option<&'a str>,
+    photos: &'a [SoldPhoto<'a>],
+    /// Queue the confirmation email (not for an order refunded at birth).
+    confirm: bool,
+}
+
+/// The order, its images and jobs, the journal entries and the confirmation
+/// email row, from what the checkout sold.
+async fn create_order(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    sale: NewSale<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let NewSale {
+        row,
+        session,
+        checkout,
+        payment_intent,
+        photos,
+        confirm,
+    } = sale;
+    let email = checkout
+        .email()
+        .map(str::to_owned)
+        .or_else(|| session.email.clone())
+        .or_else(|| row.email.clone());
+    let customer_id = match &email {
+        Some(email) => Some(db::orders::upsert_customer(tx, email).await?),
+        None => None,
+    };
+    let order_id = domain::new_id();
+    let quantity = photos.len() as i32;
+    let order = NewOrder {
+        id: order_id,
+        upload_session_id: session.id,
+        checkout_session_id: row.id.clone(),
+        payment_intent_id: payment_intent.map(str::to_owned),
+        customer_id,
+        email: email.clone(),
+        status: OrderStatus::Processing,
+        access_token_hash: domain::token::hash(&domain::token::order_token(
+            settings.app.secret_key.expose(),
+            order_id,
+        )),
+        amount_total: row.amount_total,
+        currency: row.currency.clone(),
+        image_count: quantity,
+    };
+    db::orders::insert_order(tx, &order).await?;
+    db::events::append(
+        tx,
+        order_id,
+        None,
+        OrderStatus::Processing.as_str(),
+        &json!({"images": quantity}),
+    )
+    .await?;
+    let max_attempts = settings.restoration.max_attempts as i32;
+    for (index, photo) in photos.iter().enumerate() {
+        let file = photo.file;
+        let position = index as i32 + 1;
+        let image = NewImage {
+            id: domain::new_id(),
+            job_id: domain::new_id(),
+            file_upload_id: file.id,
+            position,
+            filename: file.filename.clone(),
+            stem: file.stem.clone(),
+            ext: file.ext.clone(),
+            content_type: file.content_type.clone(),
+            bytes: file.bytes,
+            width: file.width,
+            height: file.height,
+            temp_key: file.storage_key.clone(),
+            original_key: keys::original(order_id, position as u32, &file.stem, &file.ext),
+            unit_amount: photo.unit_amount,
+        };
+        db::orders::insert_image(tx, order_id, &image, max_attempts).await?;
+        db::events::append(
+            tx,
+            order_id,
+            Some(image.id),
+            ImageStatus::Pending.as_str(),
+            &json!({}),
+        )
+        .await?;
+    }
+    if let Some(to) = email.as_ref().filter(|_| confirm) {
+        let payload = json!({
+            "order_id": domain::format_id(IdKind::Order, order_id),
+            "photos": quantity,
+            "amount_total": order.amount_total,
+            "currency": order.currency,
+        });
+        db::emails::enqueue(
+            tx,
+            &format!("order:{}:confirmation", order_id.simple()),
+            Some(order_id),
+            EmailKind::OrderConfirmation,
+            to,
+            &payload,
+            settings.mail.max_attempts as i32,
+        )
+        .await?;
+    }
+    Ok(order_id)
+}
+
+/// Why a paid checkout is turned down.
+struct Refusal {
+    /// The audit row's reason.
+    reason: &'static str,
+    refund: RefundReason,
+    detail: serde_json::Value,
+}
+
+impl Refusal {
+    fn photos_gone(why: &str) -> Self {
+        Self::photos_gone_with(json!({"why": why}))
+    }
+
+    fn photos_gone_with(detail: serde_json::Value) -> Self {
+        Self {
+            reason: "photos_gone",
+            refund: RefundReason::PhotosGone,
+            detail,
+        }
+    }
+}
+
+/// A paid checkout the shop will not honour: no order; the payment is
+/// refunded (once per payment and reason), audited and an operator told.
+async fn refuse(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    row: &CheckoutRow,
+    checkout: &CheckoutSessionObject,
+    source: Source<'_>,
+    refusal: Refusal,
+) -> Result<Applied, FulfilmentError> {
+    let payment_intent = checkout.payment_intent_id();
+    let paid = checkout.amount_total.unwrap_or(0);
+    let currency = checkout.currency.clone().unwrap_or_else(|| row.currency.clone());
+    let refund = match &payment_intent {
+        Some(intent) if paid > 0 => {
+            let key = refund::payment_key(intent, refusal.refund);
+            Some(
+                refund::request(
+                    tx,
+                    &NewRefund {
+                        order_id: None,
+                        checkout_session_id: Some(&row.id),
+                        payment_intent_id: intent,
+                        amount: paid,
+                        payment_amount: paid,
+                        currency: &currency,
+                        reason: refusal.refund,
+                        idempotency_key: &key,
+                        detail: &refusal.detail,
+                    },
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    let mut detail = refusal.detail.clone();
+    detail["amount_paid"] = json!(checkout.amount_total);
+    detail["currency_paid"] = json!(checkout.currency);
+    detail["livemode"] = json!(source.livemode);
+    detail["refund_id"] = json!(refund);
+    db::refunds::audit(
+        tx,
+        &row.id,
+        payment_intent.as_deref(),
+        source.event_id,
+        refusal.reason,
+        &detail,
+    )
+    .await?;
+    let from = row.status();
+    if from.can_transition_to(CheckoutStatus::Refunded) {
+        db::checkouts::set_status(tx, &row.id, from, CheckoutStatus::Refunded).await?;
+    }
+    alert(tx, settings, &row.id, refusal.reason, checkout, &detail).await?;
+    tracing::error!(checkout = %row.id, reason = refusal.reason, ?refund, "payment refused");
+    Ok(Applied::PaymentRefused {
+        reason: refusal.reason,
+        refund,
+    })
+}
+
+/// A payment event for a checkout this shop never opened: recorded,
+/// audited, an operator told, nothing else (it may not even be the shop's money).
+async fn unknown_checkout(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    checkout: &CheckoutSessionObject,
+    source: Source<'_>,
+) -> Result<Applied, FulfilmentError> {
+    let detail = json!({
+        "client_reference_id": checkout.client_reference_id,
+        "amount_paid": checkout.amount_total,
+        "currency_paid": checkout.currency,
+        "livemode": source.livemode,
+    });
+    let intent = checkout.payment_intent_id();
+    db::refunds::audit(
+        tx,
+        &checkout.id,
+        intent.as_deref(),
+        source.event_id,
+        "unknown_checkout",
+        &detail,
+    )
+    .await?;
+    alert(tx, settings, &checkout.id, "unknown_checkout", checkout, &detail).await?;
+    Ok(Applied::Ignored("a checkout this shop never opened"))
+}
+
+/// A checkout completed without the money yet (bank debits, vouchers):
+/// its photos are kept until the payment succeeds, fails, or its window ends.
+async fn await_payment(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    checkout: &CheckoutSessionObject,
+    source: Source<'_>,
+) -> Result<Applied, FulfilmentError> {
+    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+        return unknown_checkout(tx, settings, checkout, source).await;
+    };
+    if let Some(intent) = checkout.payment_intent_id() {
+        db::checkouts::set_payment_intent(tx, &row.id, &intent).await?;
+    }
+    let from = row.status();
+    if from.can_transition_to(CheckoutStatus::AwaitingPayment) {
+        db::checkouts::set_status(tx, &row.id, from, CheckoutStatus::AwaitingPayment).await?;
+    }
+    if let Some(session) = session {
+        let status = session.status();
+        if status.can_transition_to(UploadSessionStatus::AwaitingPayment) {
+            db::uploads::set_status(tx, session.id, status, UploadSessionStatus::AwaitingPayment).await?;
+        }
+    }
+    Ok(Applied::AwaitingPayment)
+}
+
+/// A checkout that failed or expired: the upload session can be paid again.
+async fn close_checkout(
+    tx: &mut PgConnection,
+    checkout: &CheckoutSessionObject,
+    to: CheckoutStatus,
+) -> Result<Applied, FulfilmentError> {
+    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+        return Ok(Applied::Ignored("checkout unknown to this shop"));
+    };
+    if row.status().can_transition_to(to) {
+        db::checkouts::set_status(tx, &row.id, row.status(), to).await?;
+    }
+    let Some(session) = session else {
+        return Ok(Applied::CheckoutClosed);
+    };
+    let still_open = db::checkouts::open_for_session(&mut *tx, session.id).await?;
+    let waiting = db::checkouts::awaiting_for_session(&mut *tx, session.id).await?;
+    let status = session.status();
+    if matches!(
+        status,
+        UploadSessionStatus::CheckoutStarted | UploadSessionStatus::AwaitingPayment
+    ) && still_open.is_empty()
+        && !waiting
+    {
+        db::uploads::set_status(tx, session.id, status, UploadSessionStatus::PaymentFailed).await?;
+    }
+    Ok(Applied::CheckoutClosed)
+}
+
+/// `charge.refunded`: money given back of a payment, whatever the shop
+/// knows of it yet.
+async fn charge_refunded(tx: &mut PgConnection, event: &StripeEvent) -> Result<Applied, FulfilmentError> {
+    let charge = event.charge()?;
+    let Some(intent) = charge.payment_intent_id() else {
+        return Ok(Applied::Ignored("refund without a payment intent"));
+    };
+    let refunded = charge.amount_refunded.unwrap_or(0);
+    let full = charge.refunded == Some(true);
+    let Some(order) = db::orders::lock_by_payment_intent(tx, &intent).await? else {
+        // Stripe does not order its events: the payment may come later.
+        db::refunds::record_notice(tx, &intent, refunded, full, &event.id).await?;
+        return Ok(Applied::RefundKept);
+    };
+    let effect = refund::record_refunded(tx, &order, refunded, full).await?;
+    Ok(Applied::Refunded(effect))
+}
+
+/// Queues one admin alert per checkout and reason.
+async fn alert(
+    tx: &mut PgConnection,
+    settings: &Settings,
+    checkout_id: &str,
+    reason: &str,
+    checkout: &CheckoutSessionObject,
+    detail: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(checkout = checkout_id, reason, "payment needs an operator");
+    let payload = json!({
+        "reason": reason,
+        "checkout_session_id": checkout_id,
+        "payment_intent": checkout.payment_intent_id(),
+        "amount_total": checkout.amount_total,
+        "currency": checkout.currency,
+        "customer_email": checkout.email(),
+        "detail": detail,
+    });
+    let key = format!("checkout:{checkout_id}:{reason}");
+    db::emails::enqueue_admin_alert(tx, &settings.mail, &key, None, &payload)
+        .await
+        .map(drop)
+}
