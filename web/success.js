@@ -39,6 +39,7 @@
     fetching: false,
     again: false,
     polling: false,
+    awaiting: false, // a delayed payment method is on its way
   };
 
   const home = (text) => el('a', {href: '/', text: text || 'Back to your photos'});
@@ -53,6 +54,16 @@
       try {
         const c = await api('/api/checkout/' + encodeURIComponent(checkout));
         if (c.status === 'paid' && c.order_id && c.order_token) return c;
+        if (c.status === 'refunded') {
+          say(ui.status, 'We could not accept this payment as made, so we are refunding it in full. '
+            + 'Nothing was charged in the end. ', 'error', home('Go back to your photos to pay again'));
+          return null;
+        }
+        state.awaiting = c.payment_status === 'awaiting_payment';
+        if (state.awaiting && tries === 1) {
+          say(ui.status, '', 'info', waiting('Your payment is on its way: your bank takes a few days with this '
+            + 'payment method. We will email you once it arrives; you can close this page.'));
+        }
         if (c.status === 'failed' || c.status === 'expired') {
           say(ui.status, c.status === 'failed'
             ? 'The payment did not go through, so nothing was charged. '
@@ -67,7 +78,7 @@
         }
         // A network blip: keep trying.
       }
-      if (tries === 20) {
+      if (tries === 20 && !state.awaiting) {
         say(ui.status, '', 'info', waiting('Still waiting for the payment confirmation. This can take a minute; '
           + 'you can leave this page open.'));
       }
@@ -204,10 +215,12 @@
       text = `Finished: ${completed} of ${plural(total, 'photo', 'photos')} restored. `
         + (failed === 1 ? 'We could not restore one of them; the reason is shown on that photo.'
           : `We could not restore ${failed} of them; the reason is shown on each photo.`)
+        + refundNote(view)
         + (view.email ? ` We have emailed ${view.email} the details.` : '');
     } else if (view.status === 'failed') {
       kind = 'error';
       text = 'We are sorry: we could not restore your photos. The reason is shown on each photo.'
+        + refundNote(view)
         + (view.email ? ` We have emailed ${view.email} the details.` : '');
     } else if (view.status === 'refunded') {
       const amount = view.amount_refunded || view.amount_total;
@@ -220,6 +233,14 @@
     state.headline = key;
     if (spinner) say(ui.status, '', kind, waiting(text));
     else say(ui.status, text, kind);
+  }
+
+  /** What the shop gives back of the order, as its refunds say. */
+  function refundNote(view) {
+    const refunds = (view.refunds || []).filter((r) => r.status !== 'failed');
+    if (!refunds.length) return '';
+    const amount = refunds.reduce((sum, r) => sum + r.amount, 0);
+    return ` We are refunding ${money(amount, view.currency)} for what we could not restore.`;
   }
 
   function renderImage(image, first) {

@@ -7,6 +7,10 @@ use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::{
+    refunds::RefundNotice,
+    uploads::{FileRow, UploadSessionRow},
+};
 use crate::domain::{CheckoutStatus, payments::LineItem};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -100,28 +104,6 @@ pub async fn get(db: impl PgExecutor<'_>, id: &str) -> Result<Option<CheckoutRow
     )))
     .bind(id)
     .fetch_optional(db)
-    .await
-}
-
-/// The checkout, locked until the transaction ends: every payment path
-/// (webhook, poll, sweep) for one checkout runs one at a time.
-pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<CheckoutRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM checkout_sessions WHERE id = $1 FOR NO KEY UPDATE"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// The photos the checkout sold, in order.
-pub async fn photos(db: impl PgExecutor<'_>, id: &str) -> Result<Vec<FrozenPhoto>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT position, file_upload_id, unit_amount FROM checkout_photos
-         WHERE checkout_session_id = $1 ORDER BY position",
-    )
-    .bind(id)
-    .fetch_all(db)
     .await
 }
 
@@ -280,4 +262,132 @@ pub async fn photo_views(db: impl PgExecutor<'_>, id: &str) -> Result<Vec<SoldPh
     .bind(id)
     .fetch_all(db)
     .await
+}
+
+/// A checkout a payment names, locked with its upload session, and what
+/// the shop already knows of that payment: every question the payment
+/// paths ask before they decide, in two statements.
+#[derive(Debug, Clone)]
+pub struct PaymentContext {
+    pub checkout: CheckoutRow,
+    /// Locked; `None` once swept.
+    pub session: Option<UploadSessionRow>,
+    /// The order this checkout already made.
+    pub order_for_checkout: Option<Uuid>,
+    /// The order the upload session already has (paid by another checkout).
+    pub order_for_session: Option<Uuid>,
+    /// A refund Stripe told of before this payment.
+    pub refunded_first: Option<RefundNotice>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedCheckout {
+    #[sqlx(flatten)]
+    checkout: CheckoutRow,
+    order_for_checkout: Option<Uuid>,
+    order_for_session: Option<Uuid>,
+    notice_amount_refunded: Option<i64>,
+    notice_refunded: Option<bool>,
+}
+
+/// Locks the upload session first and the checkout second (the order every
+/// writer of both takes, so payment paths, uploads and new checkouts queue
+/// instead of deadlocking); `None` for a checkout the shop never opened.
+pub async fn lock_for_payment(
+    conn: &mut PgConnection,
+    id: &str,
+    payment_intent: Option<&str>,
+) -> Result<Option<PaymentContext>, sqlx::Error> {
+    let session: Option<UploadSessionRow> = sqlx::query_as(
+        "SELECT id, status, email, created_at, expires_at FROM upload_sessions
+         WHERE id = (SELECT upload_session_id FROM checkout_sessions WHERE id = $1) FOR NO KEY UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let locked: Option<LockedCheckout> = sqlx::query_as(
+        "SELECT c.id, c.upload_session_id, c.provider, c.status, c.url, c.quantity, c.unit_amount, c.amount_total,
+                c.currency, c.email, c.idempotency_key, c.livemode, c.line_items, c.payment_intent_id, c.created_at,
+                c.expires_at,
+                (SELECT o.id FROM orders o WHERE o.stripe_checkout_session_id = c.id) AS order_for_checkout,
+                (SELECT o.id FROM orders o WHERE o.upload_session_id = c.upload_session_id) AS order_for_session,
+                n.amount_refunded AS notice_amount_refunded, n.refunded AS notice_refunded
+         FROM checkout_sessions c LEFT JOIN refund_notices n ON n.payment_intent_id = $2
+         WHERE c.id = $1 FOR NO KEY UPDATE OF c",
+    )
+    .bind(id)
+    .bind(payment_intent)
+    .fetch_optional(conn)
+    .await?;
+    Ok(locked.map(|l| PaymentContext {
+        checkout: l.checkout,
+        session,
+        order_for_checkout: l.order_for_checkout,
+        order_for_session: l.order_for_session,
+        refunded_first: l.notice_amount_refunded.map(|amount_refunded| RefundNotice {
+            amount_refunded,
+            refunded: l.notice_refunded.unwrap_or(false),
+        }),
+    }))
+}
+
+/// A photo a checkout sold that its session still holds, at its price.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SoldFile {
+    pub unit_amount: i64,
+    #[sqlx(flatten)]
+    pub file: FileRow,
+}
+
+/// The photos the checkout sold that session `session_id` still holds, in
+/// order, and how many it sold.
+pub async fn sold_files(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    session_id: Uuid,
+) -> Result<(i64, Vec<SoldFile>), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        sold: i64,
+        #[sqlx(flatten)]
+        file: SoldFile,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH p AS (SELECT file_upload_id, position, unit_amount FROM checkout_photos WHERE checkout_session_id = $1)
+         SELECT (SELECT count(*) FROM p) AS sold, p.unit_amount, f.id, f.session_id, f.filename, f.stem, f.ext,
+                f.content_type, f.bytes, f.width, f.height, f.sha256, f.storage_key, f.created_at
+         FROM p JOIN file_uploads f ON f.id = p.file_upload_id AND f.session_id = $2
+         ORDER BY p.position",
+    )
+    .bind(id)
+    .bind(session_id)
+    .fetch_all(db)
+    .await?;
+    let sold = rows.first().map_or(0, |r| r.sold);
+    Ok((sold, rows.into_iter().map(|r| r.file).collect()))
+}
+
+/// The checkout is paid (by `payment_intent`), from any state a payment may
+/// land in.
+pub async fn mark_paid(
+    conn: &mut PgConnection,
+    id: &str,
+    payment_intent: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let from: Vec<&str> = CheckoutStatus::ALL
+        .iter()
+        .filter(|s| s.can_transition_to(CheckoutStatus::Paid))
+        .map(|s| s.as_str())
+        .collect();
+    let done = sqlx::query(
+        "UPDATE checkout_sessions SET status = 'paid', payment_intent_id = coalesce($2, payment_intent_id),
+                updated_at = now()
+         WHERE id = $1 AND status = ANY($3)",
+    )
+    .bind(id)
+    .bind(payment_intent)
+    .bind(&from)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -4,7 +4,7 @@ use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{ImageStatus, JobStatus, OrderStatus};
+use crate::domain::{ImageStatus, OrderStatus};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderRow {
@@ -141,11 +141,66 @@ pub async fn upsert_customer(conn: &mut PgConnection, email: &str) -> Result<Uui
     }
 }
 
-pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<(), sqlx::Error> {
+/// The confirmation email written with a new order.
+#[derive(Debug, Clone)]
+pub struct Confirmation<'a> {
+    pub idempotency_key: &'a str,
+    pub to: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub max_attempts: i32,
+}
+
+/// A paid order in one statement: the order, its images and their
+/// restoration jobs (`pending`), the journal entries (the order's, then each
+/// image's) and the confirmation email row. One round trip whatever the
+/// number of photos.
+pub async fn insert_paid(
+    conn: &mut PgConnection,
+    order: &NewOrder,
+    images: &[NewImage],
+    max_attempts: i32,
+    confirmation: Option<Confirmation<'_>>,
+) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&NewImage) -> String| images.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = images.iter().map(|i| i.id).collect();
+    let jobs: Vec<Uuid> = images.iter().map(|i| i.job_id).collect();
+    let files: Vec<Uuid> = images.iter().map(|i| i.file_upload_id).collect();
+    let positions: Vec<i32> = images.iter().map(|i| i.position).collect();
+    let bytes: Vec<i64> = images.iter().map(|i| i.bytes).collect();
+    let widths: Vec<i32> = images.iter().map(|i| i.width).collect();
+    let heights: Vec<i32> = images.iter().map(|i| i.height).collect();
+    let amounts: Vec<i64> = images.iter().map(|i| i.unit_amount).collect();
+    let journal = serde_json::json!({"images": images.len()});
     sqlx::query(
-        "INSERT INTO orders (id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id,
-                             customer_id, email, status, access_token_hash, amount_total, currency, image_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "WITH o AS (
+             INSERT INTO orders (id, upload_session_id, stripe_checkout_session_id, stripe_payment_intent_id,
+                                 customer_id, email, status, access_token_hash, amount_total, currency, image_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id),
+         i AS (
+             INSERT INTO images (id, order_id, file_upload_id, position, filename, stem, ext, content_type,
+                                 bytes, width, height, status, temp_key, original_key, unit_amount)
+             SELECT t.id, (SELECT id FROM o), t.file, t.position, t.filename, t.stem, t.ext, t.content_type,
+                    t.bytes, t.width, t.height, 'pending', t.temp_key, t.original_key, t.amount
+             FROM UNNEST($12::uuid[], $13::uuid[], $14::int4[], $15::text[], $16::text[], $17::text[], $18::text[],
+                         $19::int8[], $20::int4[], $21::int4[], $22::text[], $23::text[], $24::int8[])
+                  AS t(id, file, position, filename, stem, ext, content_type, bytes, width, height, temp_key,
+                       original_key, amount)
+             RETURNING id),
+         j AS (
+             INSERT INTO restoration_jobs (id, image_id, order_id, status, max_attempts)
+             SELECT t.job, t.image, (SELECT id FROM o), 'pending', $25
+             FROM UNNEST($26::uuid[], $12::uuid[]) AS t(job, image)),
+         journal AS (
+             INSERT INTO order_events (order_id, image_id, kind, status, detail)
+             SELECT id, NULL, 'order', $7, $27 FROM o
+             UNION ALL
+             SELECT (SELECT id FROM o), t.image, 'image', 'pending', '{}'::jsonb
+             FROM UNNEST($12::uuid[]) AS t(image)),
+         mail AS (
+             INSERT INTO email_queue (id, idempotency_key, order_id, kind, to_email, payload, max_attempts)
+             SELECT $28, $29, id, 'order_confirmation', $30, $31, $32 FROM o WHERE $29::text IS NOT NULL
+             ON CONFLICT (idempotency_key) DO NOTHING)
+         SELECT count(*) FROM o",
     )
     .bind(order.id)
     .bind(order.upload_session_id)
@@ -158,46 +213,27 @@ pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<(
     .bind(order.amount_total)
     .bind(&order.currency)
     .bind(order.image_count)
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
-pub async fn insert_image(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    image: &NewImage,
-    max_attempts: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO images (id, order_id, file_upload_id, position, filename, stem, ext, content_type,
-                             bytes, width, height, status, temp_key, original_key, unit_amount)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14)",
-    )
-    .bind(image.id)
-    .bind(order_id)
-    .bind(image.file_upload_id)
-    .bind(image.position)
-    .bind(&image.filename)
-    .bind(&image.stem)
-    .bind(&image.ext)
-    .bind(&image.content_type)
-    .bind(image.bytes)
-    .bind(image.width)
-    .bind(image.height)
-    .bind(&image.temp_key)
-    .bind(&image.original_key)
-    .bind(image.unit_amount)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO restoration_jobs (id, image_id, order_id, status, max_attempts)
-         VALUES ($1, $2, $3, 'pending', $4)",
-    )
-    .bind(image.job_id)
-    .bind(image.id)
-    .bind(order_id)
+    .bind(&ids)
+    .bind(&files)
+    .bind(&positions)
+    .bind(column(|i| i.filename.clone()))
+    .bind(column(|i| i.stem.clone()))
+    .bind(column(|i| i.ext.clone()))
+    .bind(column(|i| i.content_type.clone()))
+    .bind(&bytes)
+    .bind(&widths)
+    .bind(&heights)
+    .bind(column(|i| i.temp_key.clone()))
+    .bind(column(|i| i.original_key.clone()))
+    .bind(&amounts)
     .bind(max_attempts)
+    .bind(&jobs)
+    .bind(&journal)
+    .bind(crate::domain::new_id())
+    .bind(confirmation.as_ref().map(|c| c.idempotency_key))
+    .bind(confirmation.as_ref().map(|c| c.to))
+    .bind(confirmation.as_ref().map(|c| c.payload))
+    .bind(confirmation.as_ref().map_or(1, |c| c.max_attempts))
     .execute(conn)
     .await
     .map(drop)
@@ -340,25 +376,6 @@ pub async fn originals_stored(
     )
     .bind(order_id)
     .bind(images)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-/// Cancels the order's jobs that have not started (a refund): they fail with `reason`.
-pub async fn cancel_unstarted_jobs(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    reason: &str,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE restoration_jobs SET status = $3, last_error = $2, error_kind = 'permanent',
-                next_attempt_at = NULL, finished_at = now(), updated_at = now()
-         WHERE order_id = $1 AND status IN ('pending', 'queued')",
-    )
-    .bind(order_id)
-    .bind(reason)
-    .bind(JobStatus::Failed.as_str())
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

@@ -313,16 +313,6 @@ pub async fn record_notice(
     .map(drop)
 }
 
-pub async fn notice(
-    db: impl PgExecutor<'_>,
-    payment_intent: &str,
-) -> Result<Option<RefundNotice>, sqlx::Error> {
-    sqlx::query_as("SELECT amount_refunded, refunded FROM refund_notices WHERE payment_intent_id = $1")
-        .bind(payment_intent)
-        .fetch_optional(db)
-        .await
-}
-
 /// One audit row for a payment the shop turned down or could not honour.
 pub async fn audit(
     conn: &mut PgConnection,

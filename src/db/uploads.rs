@@ -157,34 +157,19 @@ pub async fn insert_file(conn: &mut PgConnection, file: &FileRow) -> Result<(), 
     .map(drop)
 }
 
-/// The session's files among `ids`, in the order of `ids`' upload.
-pub async fn files_by_ids(
-    db: impl PgExecutor<'_>,
-    session_id: Uuid,
-    ids: &[Uuid],
-) -> Result<Vec<FileRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {FILE_COLUMNS} FROM file_uploads WHERE session_id = $1 AND id = ANY($2) ORDER BY created_at, id"
-    )))
+/// The session is paid for the photos `sold`: it becomes `paid`, and the
+/// rows of any other photos (added after the checkout that was paid) leave
+/// it, their files to the orphan sweep. Returns how many left.
+pub async fn mark_paid(conn: &mut PgConnection, session_id: Uuid, sold: &[Uuid]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH unsold AS (DELETE FROM file_uploads WHERE session_id = $1 AND NOT (id = ANY($2)) RETURNING 1),
+              paid AS (UPDATE upload_sessions SET status = 'paid', updated_at = now() WHERE id = $1 RETURNING 1)
+         SELECT count(*) FROM unsold",
+    )
     .bind(session_id)
-    .bind(ids)
-    .fetch_all(db)
+    .bind(sold)
+    .fetch_one(conn)
     .await
-}
-
-/// Deletes the session's file rows not in `keep` (photos a paid checkout
-/// did not sell); their files are left to the orphan sweep. Returns how many.
-pub async fn delete_files_except(
-    conn: &mut PgConnection,
-    session_id: Uuid,
-    keep: &[Uuid],
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM file_uploads WHERE session_id = $1 AND NOT (id = ANY($2))")
-        .bind(session_id)
-        .bind(keep)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
 }
 
 /// Removes one file row; returns it (for its storage key) when it existed.

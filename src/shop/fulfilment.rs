@@ -20,13 +20,12 @@ use crate::{
     config::Settings,
     db::{
         self,
-        checkouts::CheckoutRow,
-        emails::EmailKind,
-        orders::{NewImage, NewOrder},
+        checkouts::{CheckoutRow, PaymentContext, SoldFile},
+        orders::{Confirmation, NewImage, NewOrder},
         refunds::NewRefund,
     },
     domain::{
-        self, CheckoutStatus, IdKind, ImageStatus, OrderStatus, UploadSessionStatus,
+        self, CheckoutStatus, IdKind, OrderStatus, UploadSessionStatus,
         payments::{Paid, RefundReason, Sold},
     },
     providers::payments::event::{CheckoutSessionObject, StripeEvent},
@@ -196,22 +195,13 @@ async fn apply_once(
 }
 
 /// The checkout row and its upload session, locked in the order every
-/// writer takes them (session first, then checkout), so the payment paths,
-/// uploads and new checkouts queue instead of deadlocking.
+/// writer takes them (see [`db::checkouts::lock_for_payment`]).
 async fn lock_checkout(
     tx: &mut PgConnection,
-    checkout_id: &str,
-) -> Result<Option<(CheckoutRow, Option<db::uploads::UploadSessionRow>)>, sqlx::Error> {
-    let Some(unlocked) = db::checkouts::get(&mut *tx, checkout_id).await? else {
-        return Ok(None);
-    };
-    let session = match unlocked.upload_session_id {
-        Some(id) => db::uploads::lock_session(tx, id).await?,
-        None => None,
-    };
-    Ok(db::checkouts::lock(tx, checkout_id)
-        .await?
-        .map(|row| (row, session)))
+    checkout: &CheckoutSessionObject,
+) -> Result<Option<PaymentContext>, sqlx::Error> {
+    let intent = checkout.payment_intent_id();
+    db::checkouts::lock_for_payment(tx, &checkout.id, intent.as_deref()).await
 }
 
 /// A paid checkout: an order from what it sold, or a refund.
@@ -221,18 +211,15 @@ async fn settle_paid(
     checkout: &CheckoutSessionObject,
     source: Source<'_>,
 ) -> Result<Applied, FulfilmentError> {
-    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+    let Some(ctx) = lock_checkout(tx, checkout).await? else {
         return unknown_checkout(tx, settings, checkout, source).await;
     };
-    if let Some(order) = db::orders::by_checkout_session(&mut *tx, &row.id).await? {
-        return Ok(Applied::AlreadyFulfilled(order.id));
+    let row = &ctx.checkout;
+    if let Some(order_id) = ctx.order_for_checkout {
+        return Ok(Applied::AlreadyFulfilled(order_id));
     }
     if row.status() == CheckoutStatus::Refunded {
         return Ok(Applied::Ignored("this payment was refused and refunded before"));
-    }
-    let payment_intent = checkout.payment_intent_id();
-    if let Some(intent) = &payment_intent {
-        db::checkouts::set_payment_intent(tx, &row.id, intent).await?;
     }
     let sold = Sold {
         amount_total: row.amount_total,
@@ -245,105 +232,57 @@ async fn settle_paid(
         livemode: source.livemode,
     };
     if let Err(mismatch) = domain::payments::check(sold, paid) {
-        let detail = json!({"mismatch": mismatch.to_string()});
-        return refuse(
-            tx,
-            settings,
-            &row,
-            checkout,
-            source,
-            Refusal {
-                reason: mismatch.reason(),
-                refund: RefundReason::PaymentMismatch,
-                detail,
-            },
-        )
-        .await;
+        let refusal = Refusal {
+            reason: mismatch.reason(),
+            refund: RefundReason::PaymentMismatch,
+            detail: json!({"mismatch": mismatch.to_string()}),
+        };
+        return refuse(tx, settings, row, checkout, source, refusal).await;
     }
-    let Some(session) = session.filter(|s| s.status() != UploadSessionStatus::Expired) else {
-        return refuse(
-            tx,
-            settings,
-            &row,
-            checkout,
-            source,
-            Refusal::photos_gone("the upload session is gone"),
-        )
-        .await;
+    let Some(session) = ctx
+        .session
+        .as_ref()
+        .filter(|s| s.status() != UploadSessionStatus::Expired)
+    else {
+        let refusal = Refusal::photos_gone(json!({"why": "the upload session is gone"}));
+        return refuse(tx, settings, row, checkout, source, refusal).await;
     };
-    if let Some(order) = db::orders::by_upload_session(&mut *tx, session.id).await? {
-        tracing::error!(order_id = %order.id, checkout = %row.id, "second payment for a paid upload session");
-        let detail = json!({"order_id": domain::format_id(IdKind::Order, order.id)});
-        return refuse(
-            tx,
-            settings,
-            &row,
-            checkout,
-            source,
-            Refusal {
-                reason: "duplicate_payment",
-                refund: RefundReason::DuplicatePayment,
-                detail,
-            },
-        )
-        .await;
+    if let Some(order_id) = ctx.order_for_session {
+        tracing::error!(%order_id, checkout = %row.id, "second payment for a paid upload session");
+        let refusal = Refusal {
+            reason: "duplicate_payment",
+            refund: RefundReason::DuplicatePayment,
+            detail: json!({"order_id": domain::format_id(IdKind::Order, order_id)}),
+        };
+        return refuse(tx, settings, row, checkout, source, refusal).await;
     }
-    let frozen = db::checkouts::photos(&mut *tx, &row.id).await?;
-    let ids: Vec<Uuid> = frozen.iter().map(|p| p.file_upload_id).collect();
-    let files = db::uploads::files_by_ids(&mut *tx, session.id, &ids).await?;
-    if frozen.is_empty() || files.len() != frozen.len() {
-        let detail = json!({"sold": frozen.len(), "still_stored": files.len()});
-        return refuse(
-            tx,
-            settings,
-            &row,
-            checkout,
-            source,
-            Refusal::photos_gone_with(detail),
-        )
-        .await;
+    let (sold_count, files) = db::checkouts::sold_files(&mut *tx, &row.id, session.id).await?;
+    if sold_count == 0 || files.len() as i64 != sold_count {
+        let refusal = Refusal::photos_gone(json!({"sold": sold_count, "still_stored": files.len()}));
+        return refuse(tx, settings, row, checkout, source, refusal).await;
     }
-    let sold_photos: Vec<SoldPhoto> = frozen
-        .iter()
-        .filter_map(|p| {
-            files
-                .iter()
-                .find(|f| f.id == p.file_upload_id)
-                .map(|f| SoldPhoto {
-                    file: f,
-                    unit_amount: p.unit_amount,
-                })
-        })
-        .collect();
-    let refunded_first = match &payment_intent {
-        Some(intent) => db::refunds::notice(&mut *tx, intent).await?,
-        None => None,
-    };
-    let confirm = refunded_first.as_ref().is_none_or(|n| !n.refunded);
+    let payment_intent = checkout.payment_intent_id();
+    let refunded_in_full = ctx.refunded_first.as_ref().is_some_and(|n| n.refunded);
     let order_id = create_order(
         tx,
         settings,
         NewSale {
-            row: &row,
-            session: &session,
+            row,
+            session,
             checkout,
             payment_intent: payment_intent.as_deref(),
-            photos: &sold_photos,
-            confirm,
+            files: &files,
+            confirm: !refunded_in_full,
         },
     )
     .await?;
-    // The photos the checkout did not sell leave the session with it.
-    let unsold = db::uploads::delete_files_except(tx, session.id, &ids).await?;
+    let ids: Vec<Uuid> = files.iter().map(|f| f.file.id).collect();
+    let unsold = db::uploads::mark_paid(tx, session.id, &ids).await?;
     if unsold > 0 {
         tracing::warn!(%order_id, unsold, "a voided checkout was paid: its photos became the order, the rest left");
     }
-    db::uploads::set_status(tx, session.id, session.status(), UploadSessionStatus::Paid).await?;
-    let from = row.status();
-    if from.can_transition_to(CheckoutStatus::Paid) {
-        db::checkouts::set_status(tx, &row.id, from, CheckoutStatus::Paid).await?;
-    }
-    if let Some(notice) = refunded_first {
+    db::checkouts::mark_paid(tx, &row.id, payment_intent.as_deref()).await?;
+    if let Some(notice) = &ctx.refunded_first {
         let order = db::orders::lock(tx, order_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
@@ -356,19 +295,13 @@ async fn settle_paid(
     Ok(Applied::OrderCreated(order_id))
 }
 
-/// A photo a paid checkout sold, with its upload row.
-struct SoldPhoto<'a> {
-    file: &'a db::uploads::FileRow,
-    unit_amount: i64,
-}
-
 /// What a paid checkout sold, to become an order.
 struct NewSale<'a> {
     row: &'a CheckoutRow,
     session: &'a db::uploads::UploadSessionRow,
     checkout: &'a CheckoutSessionObject,
     payment_intent: Option<&'a str>,
-    photos: &'a [SoldPhoto<'a>],
+    files: &'a [SoldFile],
     /// Queue the confirmation email (not for an order refunded at birth).
     confirm: bool,
 }
@@ -385,7 +318,7 @@ async fn create_order(
         session,
         checkout,
         payment_intent,
-        photos,
+        files,
         confirm,
     } = sale;
     let email = checkout
@@ -398,7 +331,6 @@ async fn create_order(
         None => None,
     };
     let order_id = domain::new_id();
-    let quantity = photos.len() as i32;
     let order = NewOrder {
         id: order_id,
         upload_session_id: session.id,
@@ -413,65 +345,53 @@ async fn create_order(
         )),
         amount_total: row.amount_total,
         currency: row.currency.clone(),
-        image_count: quantity,
+        image_count: files.len() as i32,
     };
-    db::orders::insert_order(tx, &order).await?;
-    db::events::append(
+    let images: Vec<NewImage> = files
+        .iter()
+        .enumerate()
+        .map(|(index, sold)| {
+            let file = &sold.file;
+            let position = index as i32 + 1;
+            NewImage {
+                id: domain::new_id(),
+                job_id: domain::new_id(),
+                file_upload_id: file.id,
+                position,
+                filename: file.filename.clone(),
+                stem: file.stem.clone(),
+                ext: file.ext.clone(),
+                content_type: file.content_type.clone(),
+                bytes: file.bytes,
+                width: file.width,
+                height: file.height,
+                temp_key: file.storage_key.clone(),
+                original_key: keys::original(order_id, position as u32, &file.stem, &file.ext),
+                unit_amount: sold.unit_amount,
+            }
+        })
+        .collect();
+    let key = format!("order:{}:confirmation", order_id.simple());
+    let payload = json!({
+        "order_id": domain::format_id(IdKind::Order, order_id),
+        "photos": images.len(),
+        "amount_total": order.amount_total,
+        "currency": order.currency,
+    });
+    let confirmation = email.as_deref().filter(|_| confirm).map(|to| Confirmation {
+        idempotency_key: &key,
+        to,
+        payload: &payload,
+        max_attempts: settings.mail.max_attempts as i32,
+    });
+    db::orders::insert_paid(
         tx,
-        order_id,
-        None,
-        OrderStatus::Processing.as_str(),
-        &json!({"images": quantity}),
+        &order,
+        &images,
+        settings.restoration.max_attempts as i32,
+        confirmation,
     )
     .await?;
-    let max_attempts = settings.restoration.max_attempts as i32;
-    for (index, photo) in photos.iter().enumerate() {
-        let file = photo.file;
-        let position = index as i32 + 1;
-        let image = NewImage {
-            id: domain::new_id(),
-            job_id: domain::new_id(),
-            file_upload_id: file.id,
-            position,
-            filename: file.filename.clone(),
-            stem: file.stem.clone(),
-            ext: file.ext.clone(),
-            content_type: file.content_type.clone(),
-            bytes: file.bytes,
-            width: file.width,
-            height: file.height,
-            temp_key: file.storage_key.clone(),
-            original_key: keys::original(order_id, position as u32, &file.stem, &file.ext),
-            unit_amount: photo.unit_amount,
-        };
-        db::orders::insert_image(tx, order_id, &image, max_attempts).await?;
-        db::events::append(
-            tx,
-            order_id,
-            Some(image.id),
-            ImageStatus::Pending.as_str(),
-            &json!({}),
-        )
-        .await?;
-    }
-    if let Some(to) = email.as_ref().filter(|_| confirm) {
-        let payload = json!({
-            "order_id": domain::format_id(IdKind::Order, order_id),
-            "photos": quantity,
-            "amount_total": order.amount_total,
-            "currency": order.currency,
-        });
-        db::emails::enqueue(
-            tx,
-            &format!("order:{}:confirmation", order_id.simple()),
-            Some(order_id),
-            EmailKind::OrderConfirmation,
-            to,
-            &payload,
-            settings.mail.max_attempts as i32,
-        )
-        .await?;
-    }
     Ok(order_id)
 }
 
@@ -484,11 +404,7 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn photos_gone(why: &str) -> Self {
-        Self::photos_gone_with(json!({"why": why}))
-    }
-
-    fn photos_gone_with(detail: serde_json::Value) -> Self {
+    fn photos_gone(detail: serde_json::Value) -> Self {
         Self {
             reason: "photos_gone",
             refund: RefundReason::PhotosGone,
@@ -595,7 +511,12 @@ async fn await_payment(
     checkout: &CheckoutSessionObject,
     source: Source<'_>,
 ) -> Result<Applied, FulfilmentError> {
-    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+    let Some(PaymentContext {
+        checkout: row,
+        session,
+        ..
+    }) = lock_checkout(tx, checkout).await?
+    else {
         return unknown_checkout(tx, settings, checkout, source).await;
     };
     if let Some(intent) = checkout.payment_intent_id() {
@@ -620,7 +541,12 @@ async fn close_checkout(
     checkout: &CheckoutSessionObject,
     to: CheckoutStatus,
 ) -> Result<Applied, FulfilmentError> {
-    let Some((row, session)) = lock_checkout(tx, &checkout.id).await? else {
+    let Some(PaymentContext {
+        checkout: row,
+        session,
+        ..
+    }) = lock_checkout(tx, checkout).await?
+    else {
         return Ok(Applied::Ignored("checkout unknown to this shop"));
     };
     if row.status().can_transition_to(to) {
