@@ -297,13 +297,7 @@ async fn a_refund_that_arrives_before_its_payment_makes_a_refunded_order_that_do
         .await,
         0
     );
-    let link = app
-        .client
-        .post(app.url(&format!("/api/orders/{order}/download-links")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let link = app.download_link(&order, &token).await;
     assert_eq!(link.status(), 410);
     let body: Value = link.json().await.unwrap();
     assert_eq!(body["error"]["code"], "order_refunded");
@@ -357,16 +351,7 @@ async fn a_refunded_order_refuses_new_links_and_its_old_links() {
     app.post_event(&completed_event(&cs, &session, 500)).await;
     let (order, token) = order_of_checkout(&app, &cs).await;
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
-    let link: Value = app
-        .client
-        .post(app.url(&format!("/api/orders/{order}/download-links")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let link: Value = app.download_link(&order, &token).await.json().await.unwrap();
     let url = link["url"].as_str().unwrap().to_owned();
     assert_eq!(app.client.get(app.url(&url)).send().await.unwrap().status(), 200);
 
@@ -375,13 +360,7 @@ async fn a_refunded_order_refuses_new_links_and_its_old_links() {
     assert_eq!(old.status(), 410);
     let body: Value = old.json().await.unwrap();
     assert_eq!(body["error"]["code"], "order_refunded");
-    let new = app
-        .client
-        .post(app.url(&format!("/api/orders/{order}/download-links")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let new = app.download_link(&order, &token).await;
     assert_eq!(new.status(), 410);
     assert_eq!(
         count(&app, "SELECT uses::bigint FROM download_links").await,
@@ -403,27 +382,13 @@ async fn shop_failing(bad: &[u8], stripe: bool) -> (TestApp, FakeReplicate) {
     (app, replicate)
 }
 
-async fn pay_for(app: &TestApp, files: Vec<(&str, Vec<u8>)>) -> (String, String, String) {
-    let n = files.len() as i64;
-    let upload: Value = app.upload(files, None).await.json().await.unwrap();
-    let session = upload["session_id"].as_str().unwrap();
-    let checkout: Value = app
-        .checkout(session, Some("family@example.com"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cs = checkout["checkout_session_id"].as_str().unwrap().to_owned();
-    app.post_event(&completed_event(&cs, session, n * 500)).await;
-    let (order, token) = order_of_checkout(app, &cs).await;
-    (cs, order, token)
-}
-
 #[tokio::test]
 async fn a_photo_that_fails_for_good_is_refunded_once_and_the_email_says_how_much() {
     let bad = photos::photo(4);
     let (app, _) = shop_failing(&bad, true).await;
-    let (cs, order, token) = pay_for(&app, vec![("good.jpg", photos::photo(0)), ("bad.jpg", bad)]).await;
+    let (cs, order, token) = app
+        .order_of(vec![("good.jpg", photos::photo(0)), ("bad.jpg", bad)])
+        .await;
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
     eventually(LONG, "the failed photo refunded at Stripe", || async {
         fake(&app).refunded(&pi(&cs)) == 500
@@ -470,13 +435,7 @@ async fn a_photo_that_fails_for_good_is_refunded_once_and_the_email_says_how_muc
     assert!(mail.contains("5.00 USD"), "{mail}");
     assert!(!mail.contains("will not be charged"), "{mail}");
     // The order still delivers the photo that was restored.
-    let link = app
-        .client
-        .post(app.url(&format!("/api/orders/{order}/download-links")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let link = app.download_link(&order, &token).await;
     assert_eq!(link.status(), 201);
 }
 
@@ -484,7 +443,7 @@ async fn a_photo_that_fails_for_good_is_refunded_once_and_the_email_says_how_muc
 async fn an_order_whose_photos_all_fail_is_refunded_in_full_by_the_dev_checkout_itself() {
     let bad = photos::photo(4);
     let (app, _) = shop_failing(&bad, false).await;
-    let (_, order, token) = pay_for(&app, vec![("bad.jpg", bad)]).await;
+    let (_, order, token) = app.order_of(vec![("bad.jpg", bad)]).await;
     wait_for_order(&app, &order, &token, &["failed"], LONG).await;
     eventually(LONG, "the whole payment back", || async {
         let (_, view) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
@@ -511,7 +470,9 @@ async fn with_partial_refunds_off_only_a_total_failure_is_refunded() {
         ..Default::default()
     })
     .await;
-    let (_, order, token) = pay_for(&app, vec![("good.jpg", photos::photo(0)), ("bad.jpg", bad)]).await;
+    let (_, order, token) = app
+        .order_of(vec![("good.jpg", photos::photo(0)), ("bad.jpg", bad)])
+        .await;
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&app, "SELECT count(*) FROM refunds").await, 0);
@@ -744,7 +705,6 @@ mod crash {
 
     use super::{FakeStripe, common, pi};
     use common::shop::{Shop, ShopConfig};
-    use serde_json::Value;
     use sqlx::PgPool;
 
     fn with_stripe<'a>(config: ShopConfig<'a>, fake: &FakeStripe) -> ShopConfig<'a> {
@@ -766,46 +726,9 @@ mod crash {
         })
         .await;
         let db = PgPool::connect(&database_url).await.unwrap();
-        let client = reqwest::Client::new();
-        let form = reqwest::multipart::Form::new().part(
-            "files",
-            reqwest::multipart::Part::bytes(common::photos::photo(0)).file_name("a.jpg"),
-        );
-        let upload: Value = client
-            .post(format!("{}/api/upload", shop.base))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = upload["session_id"].as_str().unwrap().to_owned();
-        let checkout: Value = client
-            .post(format!("{}/api/checkout", shop.base))
-            .json(&serde_json::json!({"session_id": session}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let cs = checkout["checkout_session_id"].as_str().unwrap().to_owned();
+        let (session, cs) = shop.open_checkout(1, None).await;
         // Paid 1 cent for a 5.00 checkout: refused, refunded.
-        let body = common::completed_event(&cs, &session, 1).to_string();
-        let header = restoreclick::providers::payments::signature::sign(
-            body.as_bytes(),
-            common::WEBHOOK_SECRET,
-            common::now(),
-        );
-        let answer = client
-            .post(format!("{}/api/webhooks/stripe", shop.base))
-            .header("stripe-signature", header)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let answer = shop.post_event(&common::completed_event(&cs, &session, 1)).await;
         assert_eq!(answer.status(), 200);
         common::eventually(Duration::from_secs(30), "Stripe refunds", || async {
             fake.refunded(&pi(&cs)) == 1

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::shop::{Shop, ShopConfig};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 use sqlx::PgPool;
 
 async fn count(db: &PgPool, sql: &'static str) -> i64 {
@@ -43,42 +42,8 @@ async fn killed_after_the_commit_and_before_the_move_the_move_completes_after_re
     let db = PgPool::connect(&database_url).await.unwrap();
     let client = reqwest::Client::new();
 
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "files",
-            reqwest::multipart::Part::bytes(common::photos::photo(0)).file_name("a.jpg"),
-        )
-        .part(
-            "files",
-            reqwest::multipart::Part::bytes(common::photos::photo(1)).file_name("b.png"),
-        );
-    let upload: Value = client
-        .post(format!("{}/api/upload", shop.base))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = upload["session_id"].as_str().unwrap().to_owned();
-    let checkout: Value = client
-        .post(format!("{}/api/checkout", shop.base))
-        .json(&serde_json::json!({"session_id": session, "email": "kill@example.com"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cs = checkout["checkout_session_id"].as_str().unwrap().to_owned();
-    let event = common::completed_event(&cs, &session, 1000);
-    let body = event.to_string();
-    let header = restoreclick::providers::payments::signature::sign(
-        body.as_bytes(),
-        common::WEBHOOK_SECRET,
-        common::now(),
-    );
+    let (session, cs) = shop.open_checkout(2, Some("kill@example.com")).await;
+    let (body, header) = Shop::signed(&common::completed_event(&cs, &session, 1000));
 
     // The delivery commits, then the process hangs at the fail point: kill it there.
     let pending = tokio::spawn({

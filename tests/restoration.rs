@@ -42,27 +42,8 @@ async fn emails_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
 
 /// Pays for these photos; returns (order id, token).
 async fn order_of(app: &TestApp, files: Vec<(&str, Vec<u8>)>) -> (String, String) {
-    let n = files.len() as i64;
-    let upload: Value = app.upload(files, None).await.json().await.unwrap();
-    let session = upload["session_id"].as_str().unwrap();
-    let checkout: Value = app
-        .checkout(session, Some("family@example.com"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cs = checkout["checkout_session_id"].as_str().unwrap();
-    assert_eq!(
-        app.post_event(&common::completed_event(cs, session, n * 500))
-            .await
-            .status(),
-        200
-    );
-    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
-    (
-        state["order_id"].as_str().unwrap().to_owned(),
-        state["order_token"].as_str().unwrap().to_owned(),
-    )
+    let (_, order, token) = app.order_of(files).await;
+    (order, token)
 }
 
 #[tokio::test]

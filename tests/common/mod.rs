@@ -308,6 +308,46 @@ impl TestApp {
         mails
     }
 
+    /// Pays for these photos (`(file name, bytes)`) by the dev checkout's
+    /// signed event: (checkout id, order id, order token).
+    pub async fn order_of(&self, files: Vec<(&str, Vec<u8>)>) -> (String, String, String) {
+        let n = files.len() as i64;
+        let upload: Value = self.upload(files, None).await.json().await.expect("upload JSON");
+        let session = upload["session_id"].as_str().expect("session id").to_owned();
+        let checkout: Value = self
+            .checkout(&session, Some("family@example.com"))
+            .await
+            .json()
+            .await
+            .expect("checkout JSON");
+        let cs = checkout["checkout_session_id"]
+            .as_str()
+            .expect("checkout id")
+            .to_owned();
+        assert_eq!(
+            self.post_event(&completed_event(&cs, &session, n * 500))
+                .await
+                .status(),
+            200
+        );
+        let (_, state) = self.get_json(&format!("/api/checkout/{cs}")).await;
+        (
+            cs,
+            state["order_id"].as_str().expect("order id").to_owned(),
+            state["order_token"].as_str().expect("order token").to_owned(),
+        )
+    }
+
+    /// `POST /api/orders/{order}/download-links` with the order's token.
+    pub async fn download_link(&self, order: &str, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/orders/{order}/download-links")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("download-links request")
+    }
+
     /// Uploads photos, opens a checkout and pays it with a signed
     /// `checkout.session.completed`; returns (order_id, order_token).
     pub async fn paid_order(&self, photos: usize) -> (String, String) {

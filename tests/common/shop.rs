@@ -128,6 +128,68 @@ impl Shop {
         self.child.wait().expect("wait for the shop")
     }
 
+    /// Uploads photos `0..n` and opens a checkout through the shop's own API:
+    /// (upload session id, checkout id).
+    pub async fn open_checkout(&self, n: usize, email: Option<&str>) -> (String, String) {
+        let client = reqwest::Client::new();
+        let mut form = reqwest::multipart::Form::new();
+        for i in 0..n {
+            let name = if i % 2 == 0 { "photo.jpg" } else { "photo.png" };
+            form = form.part(
+                "files",
+                reqwest::multipart::Part::bytes(super::photos::photo(i)).file_name(name),
+            );
+        }
+        let upload: serde_json::Value = client
+            .post(format!("{}/api/upload", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+            .json()
+            .await
+            .expect("upload JSON");
+        let session = upload["session_id"].as_str().expect("session id").to_owned();
+        let checkout: serde_json::Value = client
+            .post(format!("{}/api/checkout", self.base))
+            .json(&serde_json::json!({"session_id": session, "email": email}))
+            .send()
+            .await
+            .expect("checkout")
+            .json()
+            .await
+            .expect("checkout JSON");
+        let cs = checkout["checkout_session_id"]
+            .as_str()
+            .expect("checkout id")
+            .to_owned();
+        (session, cs)
+    }
+
+    /// `event`'s body and a `Stripe-Signature` for it, signed now.
+    pub fn signed(event: &serde_json::Value) -> (String, String) {
+        let body = event.to_string();
+        let header = restoreclick::providers::payments::signature::sign(
+            body.as_bytes(),
+            super::WEBHOOK_SECRET,
+            super::now(),
+        );
+        (body, header)
+    }
+
+    /// Posts `event`, correctly signed, to the shop's Stripe webhook.
+    pub async fn post_event(&self, event: &serde_json::Value) -> reqwest::Response {
+        let (body, header) = Self::signed(event);
+        reqwest::Client::new()
+            .post(format!("{}/api/webhooks/stripe", self.base))
+            .header("stripe-signature", header)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook request")
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         self.signal(Signal::SIGKILL);
