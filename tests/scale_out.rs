@@ -74,7 +74,13 @@ async fn all_finished(db: &PgPool) {
 /// and each was sent exactly once (one outbox file per row).
 async fn no_duplicates(db: &PgPool, fake: &FakeReplicate, outbox: &std::path::Path) {
     let attempts = scalar(db, "SELECT sum(attempts)::bigint FROM restoration_jobs").await;
-    assert_eq!(fake.created() as i64, attempts, "one prediction per attempt");
+    // A kill between starting an attempt and creating its prediction leaves
+    // an attempt that made none; an attempt never makes two.
+    assert!(
+        fake.created() as i64 <= attempts,
+        "at most one prediction per attempt: {} predictions, {attempts} attempts",
+        fake.created()
+    );
     assert!(attempts >= (ORDERS * PHOTOS) as i64);
     assert_eq!(
         scalar(
