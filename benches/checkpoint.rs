@@ -14,7 +14,7 @@ use restoreclick::{
     storage::keys,
 };
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use time::OffsetDateTime;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// A fresh database holding one paid order of one photo, its original stored.
@@ -46,6 +46,10 @@ async fn one_job() -> (PgPool, Uuid, Uuid, String) {
         .execute(&pool)
         .await
         .expect("original stored");
+    sqlx::query("UPDATE orders SET owner_id = 'bench', lease_until = now() + interval '1 day'")
+        .execute(&pool)
+        .await
+        .expect("order held");
     (pool, job, image, name)
 }
 
@@ -55,15 +59,26 @@ fn transitions(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
     group.bench_function("job_start_then_retry", |b| {
         b.to_async(&runtime).iter(|| async {
-            let attempt = db::jobs::begin_attempt(&pool, job, image, "instant")
+            let begun = db::jobs::begin_attempt(&pool, job, image, "instant", "bench")
                 .await
                 .expect("start");
-            assert!(attempt.is_some(), "the job was queued");
+            let db::jobs::Begun::Started(attempt) = begun else {
+                panic!("the job was queued: {begun:?}");
+            };
             let mut tx = pool.begin().await.expect("tx");
-            let due = OffsetDateTime::now_utc() - time::Duration::seconds(1);
-            db::jobs::retry_at(&mut tx, job, due, "bench", "transient")
-                .await
-                .expect("retry");
+            let written = db::jobs::retry_after(
+                &mut tx,
+                job,
+                attempt,
+                "bench",
+                Duration::ZERO,
+                "bench",
+                "transient",
+                None,
+            )
+            .await
+            .expect("retry");
+            assert!(written, "the attempt was ours");
             tx.commit().await.expect("commit");
         })
     });

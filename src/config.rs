@@ -346,6 +346,11 @@ pub struct RestorationSettings {
     pub backoff_base: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How long a photo's tries may be turned away in a row (throttled by
+    /// the provider, or the shop's own storage away) without spending an
+    /// attempt; past it they count as failed attempts.
+    #[serde(with = "humantime_serde")]
+    pub throttle_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -866,13 +871,23 @@ impl Settings {
         }
     }
 
-    /// This instance's name in leases.
+    /// This instance's name in leases and claims: `instance.id`, or the
+    /// host and HTTP port (before the process names itself, see
+    /// [`Settings::name_instance`]).
     pub fn instance_id(&self) -> String {
         if !self.instance.id.trim().is_empty() {
             return self.instance.id.trim().to_owned();
         }
-        let host = hostname();
-        format!("{host}:{}", self.http.addr.port())
+        format!("{}:{}", hostname(), self.http.addr.port())
+    }
+
+    /// Gives a process without a configured `instance.id` a name unique on
+    /// its host: host, the port it listens on and its kind (`serve` or
+    /// `worker`), so that two processes never share leases.
+    pub fn name_instance(&mut self, port: u16, kind: &str) {
+        if self.instance.id.trim().is_empty() {
+            self.instance.id = format!("{}:{port}:{kind}", hostname());
+        }
     }
 
     /// The effective configuration as TOML, secrets masked.

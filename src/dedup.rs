@@ -4,9 +4,14 @@
 //! `redis.dedup_ttl` afterwards, so a repeated delivery is answered without a
 //! database round trip. Redis is an optimisation, never the guarantee: when it
 //! is down, slow or has forgotten a key, the `webhook_events` row still makes
-//! the event apply once. Every call here is bounded in time and never fails.
+//! the event apply once. Every call here is bounded in time and never fails,
+//! and after a failure the webhook path skips Redis for [`OPEN_FOR`] (a
+//! circuit breaker) instead of paying a timeout on every request.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use redis::{
     AsyncCommands, SetExpiry, SetOptions,
@@ -19,6 +24,8 @@ use crate::config::RedisSettings;
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a claim lasts if its holder dies before finishing.
 const CLAIM_TTL_SECS: u64 = 60;
+/// After a failed call, Redis is skipped this long before it is tried again.
+const OPEN_FOR: Duration = Duration::from_secs(5);
 
 /// What Redis knows about an event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +45,8 @@ pub struct WebhookDedup {
     conn: Option<ConnectionManager>,
     prefix: String,
     ttl: Duration,
+    /// Until when Redis is skipped after a failure (the breaker is open).
+    skip_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl WebhookDedup {
@@ -58,6 +67,7 @@ impl WebhookDedup {
             conn,
             prefix: settings.key_prefix.clone(),
             ttl: settings.dedup_ttl,
+            skip_until: Arc::default(),
         }
     }
 
@@ -65,19 +75,46 @@ impl WebhookDedup {
         format!("{}webhook:{source}:{id}", self.prefix)
     }
 
+    /// Whether the breaker is open: Redis failed less than [`OPEN_FOR`] ago.
+    fn skipping(&self) -> bool {
+        self.skip_until
+            .lock()
+            .map(|until| until.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
+    }
+
+    fn trip(&self, failed: bool) {
+        if let Ok(mut until) = self.skip_until.lock() {
+            *until = failed.then(|| Instant::now() + OPEN_FOR);
+        }
+    }
+
     async fn call<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>) -> Option<T> {
         let conn = self.conn.clone()?;
-        match tokio::time::timeout(CALL_TIMEOUT, op(conn)).await {
+        if self.skipping() {
+            return None;
+        }
+        self.attempt(conn, op).await
+    }
+
+    async fn attempt<T>(
+        &self,
+        conn: ConnectionManager,
+        op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        let answer = match tokio::time::timeout(CALL_TIMEOUT, op(conn)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "redis call failed");
+                tracing::warn!(error = %e, "redis call failed; skipping redis for a while");
                 None
             }
             Err(_) => {
-                tracing::warn!("redis call timed out");
+                tracing::warn!("redis call timed out; skipping redis for a while");
                 None
             }
-        }
+        };
+        self.trip(answer.is_none());
+        answer
     }
 
     pub async fn claim(&self, source: &str, id: &str) -> Claim {
@@ -119,10 +156,16 @@ impl WebhookDedup {
         self.call(async |mut c| c.del::<_, ()>(&key).await).await;
     }
 
-    /// For readiness: does Redis answer?
+    /// For readiness: does Redis answer? Always asks (a success closes the
+    /// breaker, so the webhook path uses Redis again at once).
     pub async fn ping(&self) -> bool {
-        self.call(async |mut c| redis::cmd("PING").query_async::<String>(&mut c).await)
-            .await
-            .is_some()
+        let Some(conn) = self.conn.clone() else {
+            return false;
+        };
+        self.attempt(conn, async |mut c| {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .is_some()
     }
 }

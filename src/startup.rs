@@ -174,14 +174,20 @@ impl Application {
     ) -> Result<Self, StartupError> {
         // Before any actor starts: what they record before it would be lost.
         crate::http::ops::prometheus();
-        let settings = Arc::new(settings);
-        let db = database(&settings).await?;
-        let storage = Storage::open(&settings)?;
+        let mut settings = settings;
         let http = match customer_listener {
             true => Some(bind(settings.http.addr).await?),
             false => None,
         };
         let ops = bind(settings.ops.addr).await?;
+        let (port, kind) = match &http {
+            Some(listener) => (listener.local_addr().map_or(0, |a| a.port()), "serve"),
+            None => (ops.local_addr().map_or(0, |a| a.port()), "worker"),
+        };
+        settings.name_instance(port, kind);
+        let settings = Arc::new(settings);
+        let db = database(&settings).await?;
+        let storage = Storage::open(&settings)?;
         let self_url = match &http {
             Some(listener) => {
                 let local = listener.local_addr().map_err(|source| StartupError::Bind {

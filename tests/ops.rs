@@ -21,7 +21,7 @@ async fn health_and_readiness_answer_on_both_listeners() {
 }
 
 #[tokio::test]
-async fn readiness_fails_when_redis_is_unreachable() {
+async fn with_redis_unreachable_the_shop_is_ready_and_says_redis_is_degraded() {
     let app = common::spawn_app_with(common::Options {
         tweak: Some(Box::new(|s| {
             s.redis.url = restoreclick::config::Secret::new("redis://127.0.0.1:1")
@@ -29,11 +29,23 @@ async fn readiness_fails_when_redis_is_unreachable() {
         ..Default::default()
     })
     .await;
+    // Redis is only the webhook dedup fast path: the shop can still take a payment.
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["redis"], "degraded");
+    assert_eq!(body["checks"]["redis"], false);
+    assert_eq!(body["checks"]["database"], true);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_is_unreachable() {
+    let app = spawn_app().await;
+    app.db.close().await;
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["checks"]["redis"], false);
-    assert_eq!(body["checks"]["database"], true);
+    assert_eq!(body["checks"]["database"], false);
 }
 
 #[tokio::test]

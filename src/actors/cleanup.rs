@@ -16,7 +16,10 @@ use crate::{shop, sweeper};
 const GRACE: time::Duration = time::Duration::minutes(30);
 
 pub enum CleanupMsg {
+    /// The periodic sweep; it schedules the next one when it ends.
     Sweep,
+    /// An extra sweep now (storage is filling up), outside the schedule.
+    SweepNow,
 }
 
 pub struct Cleanup;
@@ -31,18 +34,24 @@ impl Actor for Cleanup {
         myself: ActorRef<Self::Msg>,
         ctx: ActorContext,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(ctx.settings.cleanup.interval, || CleanupMsg::Sweep);
+        myself.send_after(ctx.settings.cleanup.interval, || CleanupMsg::Sweep);
         Ok(ctx)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         ctx: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            CleanupMsg::Sweep => sweep(ctx).await,
+            CleanupMsg::Sweep => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "cleanup").increment(1);
+                sweep(ctx).await;
+                // Scheduled when the sweep ends: a slow one never piles up ticks.
+                myself.send_after(ctx.settings.cleanup.interval, || CleanupMsg::Sweep);
+            }
+            CleanupMsg::SweepNow => sweep(ctx).await,
         }
         Ok(())
     }

@@ -6,26 +6,38 @@
 //! submitted twice; an attempt cut off before its id was recorded counts as
 //! spent and the next one starts).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::RngExt;
-use serde_json::json;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
     ActorContext,
     order::OrderMsg,
     restoration_pool::{AttemptOutcome, PoolHandle, PoolMsg},
+    weather::{self, Backoff},
 };
 use crate::{
-    db::{self, jobs::JobRow, orders::ImageRow},
+    db::{
+        self,
+        jobs::{Begun, JobRow},
+        orders::ImageRow,
+    },
     domain::{ImageStatus, JobStatus, backoff},
     providers::restoration::{ErrorKind, RestoreError, RestoreRequest, Restored},
     storage::keys,
 };
 
+/// How long a finished prediction's output can still be fetched (Replicate
+/// deletes API outputs about an hour after the prediction ends).
+const OUTPUT_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// When the rows say there is nothing to start, look again this late (a
+/// lease or an original on its way; the order actor stops this one if the
+/// photo is no longer ours).
+const RECHECK: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
 pub enum ImageMsg {
     /// Look at the job's row and take its next step.
     Attempt,
@@ -35,6 +47,9 @@ pub enum ImageMsg {
         attempt: u32,
         outcome: AttemptOutcome,
     },
+    /// Fetch the result of attempt `attempt`'s finished work again (its
+    /// download or storage failed): the same prediction, not a new one.
+    Resume { attempt: u32 },
 }
 
 pub struct ImageActor;
@@ -57,6 +72,10 @@ pub struct ImageState {
     /// The job's budget of attempts, as its row last said (an operator's
     /// retry raises it).
     max_attempts: u32,
+    /// Retries of a step that met weather (the database or storage away).
+    backoff: Backoff,
+    /// Since when this attempt's finished result has been failing to arrive.
+    resuming_since: Option<Instant>,
 }
 
 impl Actor for ImageActor {
@@ -75,6 +94,8 @@ impl Actor for ImageActor {
             max_attempts: args.ctx.settings.restoration.max_attempts,
             args,
             waiting_on: None,
+            backoff: Backoff::default(),
+            resuming_since: None,
         })
     }
 
@@ -94,9 +115,26 @@ impl Actor for ImageActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let again = msg.clone();
         // Boxed: the actor's resident task holds only a pointer to the work of
         // one message, not room for the largest one (thousands of photos wait).
-        Box::pin(state.receive(&myself, msg)).await
+        match Box::pin(state.receive(&myself, msg)).await {
+            Ok(()) => {
+                state.backoff.reset();
+                Ok(())
+            }
+            // Weather: the same step again after a wait, with nothing lost.
+            Err(e) if weather::is_transient(&e) => {
+                let wait = state.backoff.wait();
+                tracing::warn!(error = %e, ?wait, failures = state.backoff.failures(), "a dependency is away; retrying the step");
+                if let ImageMsg::PoolResult { attempt, .. } = &again {
+                    state.waiting_on = Some(*attempt);
+                }
+                myself.send_after(wait, move || again);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -118,11 +156,23 @@ impl ImageState {
                 }
                 self.waiting_on = None;
                 match outcome {
-                    AttemptOutcome::Restored(restored) => self.completed(myself, job_id, restored).await,
+                    AttemptOutcome::Restored(restored) => {
+                        self.completed(myself, job_id, attempt, restored).await
+                    }
                     AttemptOutcome::Failed(error) => self.failed(myself, job_id, attempt, error).await,
                     AttemptOutcome::Crashed(message) => {
                         Err(format!("the restoration provider crashed: {message}").into())
                     }
+                }
+            }
+            ImageMsg::Resume { attempt } => {
+                let (job, image) = self.load().await?;
+                match (&job.external_id, job.status()) {
+                    (Some(external_id), JobStatus::Processing) if job.attempts as u32 == attempt => {
+                        tracing::info!(job_id = %job.id, external_id, "fetching a finished attempt's result again");
+                        self.submit(myself, &job, &image, attempt, Some(external_id.clone()))
+                    }
+                    _ => self.step(myself).await,
                 }
             }
         }
@@ -153,18 +203,11 @@ impl ImageState {
                 self.report(myself, job.status() == JobStatus::Completed)
             }
             JobStatus::Pending if image.status() != ImageStatus::Uploaded => {
-                Ok(()) // its original was not stored: the order actor retries on its next start
+                // Its original is not stored yet: the order actor stores it.
+                myself.send_after(RECHECK, || ImageMsg::Attempt);
+                Ok(())
             }
-            JobStatus::Pending => self.start_attempt(myself, &job, &image).await,
-            JobStatus::Queued => {
-                let now = OffsetDateTime::now_utc();
-                if let Some(due) = job.next_attempt_at.filter(|due| *due > now) {
-                    let wait = Duration::try_from(due - now).unwrap_or_default();
-                    myself.send_after(wait, || ImageMsg::Attempt);
-                    return Ok(());
-                }
-                self.start_attempt(myself, &job, &image).await
-            }
+            JobStatus::Pending | JobStatus::Queued => self.start_attempt(myself, &job, &image).await,
             JobStatus::Processing if self.waiting_on.is_some() => Ok(()),
             JobStatus::Processing => match &job.external_id {
                 Some(external_id) => {
@@ -188,19 +231,32 @@ impl ImageState {
     }
 
     /// The next attempt, counted (and the image marked processing) before it
-    /// is handed to the pool.
+    /// is handed to the pool. Whether a retry is due is the database's
+    /// answer, by its clock, and the timer follows it.
     async fn start_attempt(
         &mut self,
         myself: &ActorRef<ImageMsg>,
         job: &JobRow,
         image: &ImageRow,
     ) -> Result<(), ActorProcessingErr> {
-        let started = db::jobs::begin_attempt(&self.ctx().db, job.id, image.id, self.args.provider).await?;
-        let Some(attempt) = started else {
-            return Ok(()); // someone else moved it; the next look decides
-        };
-        tracing::info!(job_id = %job.id, attempt, "attempt started");
-        self.submit(myself, job, image, attempt as u32, None)
+        let ctx = self.ctx();
+        let begun =
+            db::jobs::begin_attempt(&ctx.db, job.id, image.id, self.args.provider, &ctx.owner).await?;
+        match begun {
+            Begun::Started(attempt) => {
+                tracing::info!(job_id = %job.id, attempt, "attempt started");
+                self.submit(myself, job, image, attempt as u32, None)
+            }
+            Begun::NotDue(wait) => {
+                // A little past the due time, so the database agrees it has come.
+                myself.send_after(wait + Duration::from_millis(20), || ImageMsg::Attempt);
+                Ok(())
+            }
+            Begun::Moved => {
+                myself.send_after(RECHECK, || ImageMsg::Attempt);
+                Ok(())
+            }
+        }
     }
 
     fn submit(
@@ -228,21 +284,34 @@ impl ImageState {
         &mut self,
         myself: &ActorRef<ImageMsg>,
         job_id: Uuid,
+        attempt: u32,
         restored: Restored,
     ) -> Result<(), ActorProcessingErr> {
-        db::jobs::finish_restored(
-            &self.ctx().db,
+        let ctx = self.ctx();
+        let written = db::jobs::finish_restored(
+            &ctx.db,
             job_id,
+            attempt as i32,
+            &ctx.owner,
             &restored.output_key,
             restored.bytes as i64,
         )
         .await?;
+        self.resuming_since = None;
+        if !written {
+            return self.look_again(myself);
+        }
         metrics::counter!("restoreclick_images_total", "outcome" => "completed").increment(1);
         tracing::info!(%job_id, "image restored");
         self.report(myself, true)
     }
 
-    /// A failed attempt: retried later if it may be, else the job fails.
+    /// A failed attempt. A finished prediction whose result did not arrive
+    /// is fetched again (within its output's lifetime); a try the provider
+    /// turned away, or that met the shop's own outage, is retried without
+    /// spending an attempt (for `restoration.throttle_deadline` in a row);
+    /// anything else spends the attempt, and is retried if it may be, or
+    /// fails the photo.
     async fn failed(
         &mut self,
         myself: &ActorRef<ImageMsg>,
@@ -250,56 +319,96 @@ impl ImageState {
         attempt: u32,
         error: RestoreError,
     ) -> Result<(), ActorProcessingErr> {
-        let settings = &self.ctx().settings.restoration;
-        let retry = error.kind == ErrorKind::Transient && attempt < self.max_attempts;
-        let mut tx = self.ctx().db.begin().await?;
-        if retry {
-            let jitter = rand::rng().random_range(0.75..1.25);
-            let wait = backoff::next_wait(
-                backoff::delay(settings.backoff_base, settings.max_backoff, attempt, jitter),
-                error.retry_after,
-            );
-            let at = OffsetDateTime::now_utc() + wait;
-            db::jobs::retry_at(&mut tx, job_id, at, &error.message, error.kind.as_str()).await?;
+        if error.resume.is_some() {
+            let since = *self.resuming_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < OUTPUT_LIFETIME {
+                let wait = self.backoff.wait();
+                tracing::warn!(%job_id, attempt, ?wait, error = %error.message, "the result did not arrive; fetching it again");
+                myself.send_after(wait, move || ImageMsg::Resume { attempt });
+                return Ok(());
+            }
+        }
+        self.resuming_since = None;
+        let ctx = self.ctx().clone();
+        let settings = &ctx.settings.restoration;
+        let jitter = rand::rng().random_range(0.75..1.25);
+        let backoff = backoff::delay(settings.backoff_base, settings.max_backoff, attempt, jitter);
+        let wait = backoff::next_wait(backoff, error.retry_after.map(|w| w.mul_f64(jitter.max(1.0))));
+        let mut tx = ctx.db.begin().await?;
+        if !error.kind.is_charged()
+            && db::jobs::retry_after(
+                &mut tx,
+                job_id,
+                attempt as i32,
+                &ctx.owner,
+                wait,
+                &error.message,
+                error.kind.as_str(),
+                Some(settings.throttle_deadline),
+            )
+            .await?
+        {
             tx.commit().await?;
+            tracing::warn!(%job_id, attempt, ?wait, kind = error.kind.as_str(), error = %error.message,
+                           "the attempt did not run; retrying without spending it");
+            myself.send_after(wait, || ImageMsg::Attempt);
+            return Ok(());
+        }
+        let retry = error.kind != ErrorKind::Permanent && attempt < self.max_attempts;
+        if retry {
+            let kind = if error.kind.is_charged() {
+                error.kind
+            } else {
+                ErrorKind::Transient
+            };
+            let written = db::jobs::retry_after(
+                &mut tx,
+                job_id,
+                attempt as i32,
+                &ctx.owner,
+                wait,
+                &error.message,
+                kind.as_str(),
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            if !written {
+                return self.look_again(myself);
+            }
             tracing::warn!(%job_id, attempt, ?wait, error = %error.message, "attempt failed; retrying");
             myself.send_after(wait, || ImageMsg::Attempt);
             return Ok(());
         }
-        db::jobs::fail(
-            &mut tx,
+        let kind = if error.kind.is_charged() {
+            error.kind
+        } else {
+            ErrorKind::Transient
+        };
+        let written = db::jobs::fail_attempt(
+            &mut *tx,
             job_id,
-            JobStatus::Processing,
+            attempt as i32,
+            &ctx.owner,
             &error.message,
-            error.kind.as_str(),
+            kind.as_str(),
         )
         .await?;
-        let image_id = self.args.image_id;
-        if db::orders::set_image_status(
-            &mut tx,
-            image_id,
-            ImageStatus::Processing,
-            ImageStatus::Failed,
-            Some(&error.message),
-        )
-        .await?
-        {
-            let order_id = db::orders::image(&mut *tx, image_id).await?.map(|i| i.order_id);
-            if let Some(order_id) = order_id {
-                db::events::append(
-                    &mut tx,
-                    order_id,
-                    Some(image_id),
-                    "failed",
-                    &json!({"error": error.message}),
-                )
-                .await?;
-            }
-        }
         tx.commit().await?;
+        if !written {
+            return self.look_again(myself);
+        }
         metrics::counter!("restoreclick_images_total", "outcome" => "failed").increment(1);
         tracing::warn!(%job_id, attempt, error = %error.message, "image failed");
         self.report(myself, false)
+    }
+
+    /// A completion write was fenced off (the attempt moved on, or the order
+    /// is no longer this instance's): look at the rows again a little later;
+    /// the order actor stops this one if the photo is no longer ours.
+    fn look_again(&self, myself: &ActorRef<ImageMsg>) -> Result<(), ActorProcessingErr> {
+        myself.send_after(RECHECK, || ImageMsg::Attempt);
+        Ok(())
     }
 
     /// Tells the order actor the image is done, and stops.

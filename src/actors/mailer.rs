@@ -1,18 +1,23 @@
-//! `Mailer`: drains `email_queue`. Rows are claimed with `FOR NO KEY UPDATE
-//! SKIP LOCKED` and a lease (so several instances share the queue, and a
-//! row whose sender died is taken again once its lease runs out), sent at
-//! most `mail.rate_per_sec` a second, and moved through the email state
-//! machine: sent, retried later with backoff (`Retry-After` honoured), or
-//! failed for good when the error is permanent or the attempts are spent.
+//! `Mailer`: drains `email_queue`. Rows are claimed one at a time with `FOR
+//! NO KEY UPDATE SKIP LOCKED` and a lease (so several instances share the
+//! queue, no lease runs out while a batch is sending, and a row whose sender
+//! died is taken again once its lease runs out; at once by the same
+//! instance restarted under its name), sent at most `mail.rate_per_sec` a
+//! second, and moved through the email state machine: sent, retried later
+//! with backoff (`Retry-After` honoured; a 429 spends no attempt), or failed
+//! for good when the error is permanent or the attempts are spent. Every
+//! write is fenced by this instance's name. A send the provider accepted is
+//! never repeated by this instance: if recording it fails, the provider's id
+//! is kept here and recorded first at the next look.
 
 use std::{sync::Arc, time::Duration};
 
 use minijinja::Environment;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rand::RngExt;
-use time::OffsetDateTime;
+use uuid::Uuid;
 
-use super::ActorContext;
+use super::{ActorContext, weather};
 use crate::{
     db::{
         self,
@@ -23,14 +28,16 @@ use crate::{
     providers::mail::{MailError, MailSender, Sent},
 };
 
+/// The pause between two looks at the queue (counted from the end of one).
 const EVERY: Duration = Duration::from_secs(1);
-/// How long a claimed row stays this instance's.
+/// How long a claimed row stays this instance's: longer than one send.
 const LEASE: Duration = Duration::from_secs(120);
 /// The longest wait between two attempts of one email.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 pub enum MailerMsg {
-    /// Look for due emails.
+    /// Look for due emails; the look schedules the next one when it ends,
+    /// so a stalled send leaves one tick pending, never a pile.
     Tick,
 }
 
@@ -45,6 +52,12 @@ pub struct MailerArgs {
 pub struct MailerState {
     args: MailerArgs,
     templates: Environment<'static>,
+    /// Whether the queue has been looked at: the first look also takes back
+    /// the rows this instance's name held before a restart.
+    looked: bool,
+    /// Emails the provider accepted whose `sent` could not be recorded yet
+    /// (the database was away): recorded before anything else is sent.
+    unrecorded: Vec<(Uuid, Sent)>,
 }
 
 impl Actor for Mailer {
@@ -58,40 +71,75 @@ impl Actor for Mailer {
         args: MailerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(MailerMsg::Tick)?;
-        myself.send_interval(EVERY, || MailerMsg::Tick);
         Ok(MailerState {
             args,
             templates: mail::environment(),
+            looked: false,
+            unrecorded: Vec::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MailerMsg::Tick => state.drain().await,
+            MailerMsg::Tick => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "mailer").increment(1);
+                let drained = state.drain().await;
+                myself.send_after(EVERY, || MailerMsg::Tick);
+                match drained {
+                    Err(e) if weather::is_transient(&e) => {
+                        tracing::warn!(error = %e, "cannot drain the email queue; trying again at the next look");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
         }
     }
 }
 
 impl MailerState {
-    /// Sends what is due, one batch a second's worth of the rate limit.
+    /// Records what was sent but not recorded, then sends what is due, one
+    /// row at a time, a second's worth of the rate limit.
     async fn drain(&mut self) -> Result<(), ActorProcessingErr> {
+        self.record_unrecorded().await?;
         let rate = self.args.ctx.settings.mail.rate_per_sec.max(1);
         let pause = Duration::from_secs(1) / rate;
-        let rows = emails::claim_due(
-            &self.args.ctx.db,
-            &self.args.owner,
-            LEASE.as_secs_f64(),
-            i64::from(rate),
-        )
-        .await?;
-        for row in rows {
+        for _ in 0..rate {
+            let include_own = !self.looked;
+            let row = emails::claim_due(
+                &self.args.ctx.db,
+                &self.args.owner,
+                LEASE.as_secs_f64(),
+                1,
+                include_own,
+            )
+            .await?;
+            self.looked = true;
+            let Some(row) = row.into_iter().next() else {
+                break;
+            };
             self.send(&row).await?;
             tokio::time::sleep(pause).await;
+        }
+        Ok(())
+    }
+
+    async fn record_unrecorded(&mut self) -> Result<(), ActorProcessingErr> {
+        while let Some((id, sent)) = self.unrecorded.first() {
+            emails::mark_sent(
+                &self.args.ctx.db,
+                *id,
+                &self.args.owner,
+                sent.provider_message_id.as_deref(),
+            )
+            .await?;
+            tracing::info!(email_id = %id, "a sent email recorded late");
+            self.unrecorded.remove(0);
         }
         Ok(())
     }
@@ -103,6 +151,7 @@ impl MailerState {
             permanent: false,
             message: format!("cannot read the photos to attach: {e}"),
             retry_after: None,
+            throttled: false,
         })?;
         let email = mail::compose(
             &self.templates,
@@ -117,6 +166,7 @@ impl MailerState {
             permanent: true,
             message: e.to_string(),
             retry_after: None,
+            throttled: false,
         })?;
         self.args.sender.send(&email).await
     }
@@ -157,34 +207,55 @@ impl MailerState {
         Ok(attachments)
     }
 
-    async fn send(&self, row: &EmailRow) -> Result<(), ActorProcessingErr> {
-        let ctx = &self.args.ctx;
+    async fn send(&mut self, row: &EmailRow) -> Result<(), ActorProcessingErr> {
         let outcome = self.deliver(row).await;
-        let label = match &outcome {
+        let (ctx, owner) = (&self.args.ctx, self.args.owner.as_str());
+        let label = match outcome {
             Ok(sent) => {
-                emails::mark_sent(&ctx.db, row.id, sent.provider_message_id.as_deref()).await?;
                 tracing::info!(email_id = %row.id, kind = %row.kind, "email sent");
-                "sent"
+                metrics::counter!("restoreclick_emails_total", "kind" => row.kind.clone(), "outcome" => "sent")
+                    .increment(1);
+                if let Err(e) =
+                    emails::mark_sent(&ctx.db, row.id, owner, sent.provider_message_id.as_deref()).await
+                {
+                    // Sent, not recorded: kept, so that it is recorded, never sent again.
+                    self.unrecorded.push((row.id, sent));
+                    return Err(e.into());
+                }
+                return Ok(());
             }
-            Err(e) if e.permanent || row.attempts >= row.max_attempts => {
-                emails::mark_failed(&ctx.db, row.id, &e.message).await?;
+            Err(e) if e.permanent || (!e.throttled && row.attempts >= row.max_attempts) => {
+                emails::mark_failed(&ctx.db, row.id, owner, &e.message).await?;
                 tracing::error!(email_id = %row.id, kind = %row.kind, error = %e, "email failed for good");
                 "failed"
             }
             Err(e) => {
-                let jitter = rand::rng().random_range(0.75..1.25);
-                let base = ctx.settings.mail.backoff_base;
-                let wait = backoff::next_wait(
-                    backoff::delay(base, MAX_BACKOFF, row.attempts as u32, jitter),
-                    e.retry_after,
-                );
-                emails::retry_at(&ctx.db, row.id, OffsetDateTime::now_utc() + wait, &e.message).await?;
-                tracing::warn!(email_id = %row.id, kind = %row.kind, ?wait, error = %e, "email will be retried");
-                "retried"
+                let wait = retry_wait(ctx, row, &e);
+                emails::retry_after(&ctx.db, row.id, owner, wait, &e.message, e.throttled).await?;
+                tracing::warn!(email_id = %row.id, kind = %row.kind, ?wait, throttled = e.throttled, error = %e,
+                               "email will be retried");
+                if e.throttled { "throttled" } else { "retried" }
             }
         };
         metrics::counter!("restoreclick_emails_total", "kind" => row.kind.clone(), "outcome" => label)
             .increment(1);
         Ok(())
     }
+}
+
+/// The wait before an email's next try: what the provider asked (plus
+/// jitter) after a 429, else backoff by attempts.
+fn retry_wait(ctx: &ActorContext, row: &EmailRow, e: &MailError) -> Duration {
+    let jitter: f64 = rand::rng().random_range(0.75..1.25);
+    if e.throttled {
+        return e
+            .retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .mul_f64(jitter.max(1.0));
+    }
+    let base = ctx.settings.mail.backoff_base;
+    backoff::next_wait(
+        backoff::delay(base, MAX_BACKOFF, row.attempts as u32, jitter),
+        e.retry_after,
+    )
 }

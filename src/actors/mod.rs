@@ -3,7 +3,10 @@
 //!
 //! `RootSupervisor` → `OrderSupervisor` (→ `OrderActor` → `ImageActor`),
 //! `RestorationPool`, `Mailer`, `Refunder`, `Cleanup`, `Monitor`; restarts
-//! are one-for-one within budgets. No message crosses instances: Postgres is the only channel.
+//! are one-for-one within budgets, and past the root's budget the whole
+//! tree restarts after a pause. A dependency that is away is weather
+//! (`weather`): actors wait it out and spend no budget on it. No message
+//! crosses instances: Postgres is the only channel.
 
 pub mod cleanup;
 pub mod image;
@@ -14,8 +17,12 @@ pub mod refunder;
 pub mod restoration_pool;
 pub mod root;
 pub mod supervisor;
+pub mod weather;
 
-use std::sync::{Arc, RwLock};
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use ractor::{Actor, ActorRef};
 use sqlx::PgPool;
@@ -28,7 +35,7 @@ use crate::{
     storage::Storage,
 };
 use refunder::RefunderMsg;
-use root::{RootArgs, RootSupervisor};
+use root::{RootArgs, RootMsg, RootSupervisor};
 use supervisor::OrderSupervisorMsg;
 
 /// What every actor needs from the outside world.
@@ -44,6 +51,9 @@ pub struct ActorContext {
     pub photo_slots: Arc<tokio::sync::Semaphore>,
     /// The tree's entry points, for actors that start work for others.
     pub tree: Tree,
+    /// This instance's name in leases and claims (`instance.id`): every
+    /// completion write is fenced by it.
+    pub owner: String,
 }
 
 impl ActorContext {
@@ -56,6 +66,7 @@ impl ActorContext {
     ) -> Self {
         let slots = settings.restoration.max_live_photos;
         Self {
+            owner: settings.instance_id(),
             settings,
             db,
             storage,
@@ -65,6 +76,7 @@ impl ActorContext {
                 orders: Handle::default(),
                 refunder: Handle::default(),
                 restorer,
+                health: TreeHealth::default(),
             },
         }
     }
@@ -77,6 +89,64 @@ pub struct Tree {
     orders: Handle<OrderSupervisorMsg>,
     refunder: Handle<RefunderMsg>,
     restorer: Arc<dyn Restorer>,
+    health: TreeHealth,
+}
+
+/// How long the tree may be restarting before `/healthz` gives up on it: a
+/// few of the root's pauses (they grow to a minute), so that a process whose
+/// tree cannot come back is restarted by its orchestrator.
+const RESTART_GRACE: Duration = Duration::from_secs(150);
+
+/// Whether the actor tree can do its work, for `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Running,
+    /// The root's budget was spent; the tree restarts after a pause.
+    Restarting,
+    /// Restarting for longer than [`RESTART_GRACE`], or stopped for good.
+    Stopped,
+}
+
+impl Health {
+    pub fn can_run(self) -> bool {
+        self != Health::Stopped
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Running => "running",
+            Health::Restarting => "restarting",
+            Health::Stopped => "stopped",
+        }
+    }
+}
+
+/// The tree's state as its root supervisor reports it.
+#[derive(Clone, Default)]
+pub struct TreeHealth(Arc<Mutex<Option<Instant>>>);
+
+impl TreeHealth {
+    /// The tree is down and restarting (since now, unless it already was).
+    pub fn restarting(&self) {
+        if let Ok(mut since) = self.0.lock() {
+            since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The tree is up again.
+    pub fn running(&self) {
+        if let Ok(mut since) = self.0.lock() {
+            *since = None;
+        }
+    }
+
+    fn get(&self) -> Health {
+        match self.0.lock().ok().and_then(|since| *since) {
+            None => Health::Running,
+            Some(since) if since.elapsed() < RESTART_GRACE => Health::Restarting,
+            Some(_) => Health::Stopped,
+        }
+    }
 }
 
 impl Tree {
@@ -163,7 +233,7 @@ impl<M: ractor::Message> Handle<M> {
 /// The running tree, as the rest of the shop sees it.
 #[derive(Clone)]
 pub struct Actors {
-    root: ActorRef<()>,
+    root: ActorRef<RootMsg>,
     tree: Tree,
 }
 
@@ -177,7 +247,7 @@ impl Actors {
     ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
         let tree = ctx.tree.clone();
         let args = RootArgs {
-            owner: ctx.settings.instance_id(),
+            owner: ctx.owner.clone(),
             ctx,
             restorer,
             mailer,
@@ -191,6 +261,15 @@ impl Actors {
     /// The tree's entry points.
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// Whether the tree can do its work: its root is alive and it is not
+    /// stuck restarting.
+    pub fn health(&self) -> Health {
+        match self.root.get_status() {
+            ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped => Health::Stopped,
+            _ => self.tree.health.get(),
+        }
     }
 
     /// Hands a newly committed order to its actor.

@@ -69,7 +69,6 @@ impl Actor for Monitor {
         args: MonitorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(MonitorMsg::Tick)?;
-        myself.send_interval(args.ctx.settings.monitor.interval, || MonitorMsg::Tick);
         Ok(MonitorState {
             concurrency: args.ctx.settings.restoration.concurrency,
             args,
@@ -81,12 +80,17 @@ impl Actor for Monitor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MonitorMsg::Tick => state.tick().await,
+            MonitorMsg::Tick => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "monitor").increment(1);
+                state.tick().await;
+                // Scheduled when this tick ends: a slow one never piles up ticks.
+                myself.send_after(state.args.ctx.settings.monitor.interval, || MonitorMsg::Tick);
+            }
         }
         Ok(())
     }
@@ -349,7 +353,7 @@ impl MonitorState {
             }
             _ => {}
         }
-        match self.args.cleanup.send(CleanupMsg::Sweep) {
+        match self.args.cleanup.send(CleanupMsg::SweepNow) {
             Ok(()) => {
                 if self.since_cleanup.is_none() {
                     tracing::info!(

@@ -18,6 +18,7 @@ use super::{
     ActorContext,
     image::{ImageActor, ImageArgs},
     restoration_pool::PoolHandle,
+    weather::{self, Backoff},
 };
 use crate::{
     db::{self, orders::ImageRow},
@@ -41,6 +42,27 @@ pub enum OrderMsg {
     Refunded,
     /// A photo slot freed up for the order's next waiting photo.
     Admitted(OwnedSemaphorePermit),
+    /// A photo whose actor kept crashing fails.
+    FailImage { image_id: Uuid, reason: String },
+}
+
+impl OrderMsg {
+    /// The same message, to try again after weather (a slot cannot be
+    /// copied; its photo is admitted again instead).
+    fn again(&self) -> Option<OrderMsg> {
+        match self {
+            OrderMsg::Start => Some(OrderMsg::Start),
+            OrderMsg::ImageFinished { image_id, completed } => Some(OrderMsg::ImageFinished {
+                image_id: *image_id,
+                completed: *completed,
+            }),
+            OrderMsg::FailImage { image_id, reason } => Some(OrderMsg::FailImage {
+                image_id: *image_id,
+                reason: reason.clone(),
+            }),
+            OrderMsg::Refunded | OrderMsg::Admitted(_) => None,
+        }
+    }
 }
 
 pub struct OrderActor;
@@ -59,6 +81,8 @@ pub struct OrderState {
     restarts: HashMap<Uuid, u32>,
     /// Unfinished photos still waiting for a photo slot, in order.
     waiting: VecDeque<Uuid>,
+    /// Retries of a step that met weather (the database or storage away).
+    backoff: Backoff,
 }
 
 impl Actor for OrderActor {
@@ -78,6 +102,7 @@ impl Actor for OrderActor {
             remaining: HashSet::new(),
             restarts: HashMap::new(),
             waiting: VecDeque::new(),
+            backoff: Backoff::default(),
         })
     }
 
@@ -97,8 +122,25 @@ impl Actor for OrderActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let again = msg.again();
         // Boxed, so each live order's task stays small while it waits.
-        Box::pin(state.receive(&myself, msg)).await
+        match Box::pin(state.receive(&myself, msg)).await {
+            Ok(()) => {
+                state.backoff.reset();
+                Ok(())
+            }
+            // Weather: the same step again after a wait; no restart is spent
+            // and no photo fails because a dependency was away.
+            Err(e) if weather::is_transient(&e) => {
+                let wait = state.backoff.wait();
+                tracing::warn!(error = %e, ?wait, "a dependency is away; retrying the order's step");
+                if let Some(again) = again {
+                    myself.send_after(wait, move || again);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn handle_supervisor_evt(
@@ -131,6 +173,11 @@ impl OrderState {
                 self.wait_for_slot(myself);
                 Ok(())
             }
+            OrderMsg::FailImage { image_id, reason } => {
+                self.fail_image(image_id, &reason).await?;
+                self.remaining.remove(&image_id);
+                self.finish_if_done(myself).await
+            }
             OrderMsg::Refunded => {
                 // The refund's transaction cancelled the unfinished photos.
                 tracing::info!("order refunded; its work stops");
@@ -159,10 +206,10 @@ impl OrderState {
                 self.admit(myself, image_id).await?;
             } else {
                 tracing::error!(%image_id, %error, "image actor keeps failing; the photo fails");
-                self.fail_image(image_id, &format!("restoration kept crashing: {error}"))
-                    .await?;
-                self.remaining.remove(&image_id);
-                self.finish_if_done(myself).await?;
+                myself.cast(OrderMsg::FailImage {
+                    image_id,
+                    reason: format!("restoration kept crashing: {error}"),
+                })?;
             }
         } else if let SupervisionEvent::ActorTerminated(cell, _, _) = event {
             self.children.remove(&cell.get_id());
@@ -189,7 +236,11 @@ impl OrderState {
         self.store_originals(&mut images).await?;
         for image in images.iter().filter(|i| !i.status().is_terminal()) {
             self.remaining.insert(image.id);
-            self.admit(myself, image.id).await?;
+            // A start tried again after weather skips the photos it already admitted.
+            let live = self.children.values().any(|id| *id == image.id) || self.waiting.contains(&image.id);
+            if !live {
+                self.admit(myself, image.id).await?;
+            }
         }
         self.finish_if_done(myself).await
     }

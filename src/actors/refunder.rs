@@ -52,18 +52,24 @@ impl Actor for Refunder {
         args: RefunderArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.cast(RefunderMsg::Tick)?;
-        myself.send_interval(EVERY, || RefunderMsg::Tick);
         Ok(RefunderState { args, looked: false })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RefunderMsg::Wake | RefunderMsg::Tick => state.drain().await,
+            RefunderMsg::Wake => state.drain().await,
+            RefunderMsg::Tick => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "refunder").increment(1);
+                state.drain().await;
+                // The next look is scheduled when this one ends: a slow
+                // provider leaves one tick pending, never a pile.
+                myself.send_after(EVERY, || RefunderMsg::Tick);
+            }
         }
         Ok(())
     }

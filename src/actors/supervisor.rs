@@ -24,9 +24,12 @@ const CLAIM_BATCH: i64 = 500;
 pub enum OrderSupervisorMsg {
     /// A committed order needs its actor.
     Spawn(Uuid),
-    /// Claim live orders nobody holds.
+    /// Claim live orders nobody holds (the periodic sweep; it schedules the
+    /// next one when it ends).
     Sweep,
-    /// Renew this instance's leases.
+    /// Claim the next batch at once (the last one was full).
+    ClaimMore,
+    /// Renew this instance's leases (schedules the next heartbeat when it ends).
     Heartbeat,
     /// The order was refunded.
     Refunded(Uuid),
@@ -63,8 +66,7 @@ impl Actor for OrderSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let ttl = args.ctx.settings.orders.lease_ttl;
         myself.cast(OrderSupervisorMsg::Sweep)?;
-        myself.send_interval(ttl / 3, || OrderSupervisorMsg::Heartbeat);
-        myself.send_interval(ttl / 2, || OrderSupervisorMsg::Sweep);
+        myself.send_after(ttl / 3, || OrderSupervisorMsg::Heartbeat);
         Ok(OrderSupervisorState {
             args,
             live: HashMap::new(),
@@ -108,8 +110,20 @@ impl Actor for OrderSupervisor {
                     }
                 }
             }
-            OrderSupervisorMsg::Sweep => state.sweep(&myself).await,
-            OrderSupervisorMsg::Heartbeat => state.heartbeat().await,
+            OrderSupervisorMsg::Sweep => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "order_sweep").increment(1);
+                state.sweep(&myself).await;
+                let ttl = state.ctx().settings.orders.lease_ttl;
+                myself.send_after(ttl / 2, || OrderSupervisorMsg::Sweep);
+            }
+            OrderSupervisorMsg::ClaimMore => state.sweep(&myself).await,
+            OrderSupervisorMsg::Heartbeat => {
+                metrics::counter!("restoreclick_actor_ticks_total", "actor" => "order_heartbeat")
+                    .increment(1);
+                state.heartbeat().await;
+                let ttl = state.ctx().settings.orders.lease_ttl;
+                myself.send_after(ttl / 3, || OrderSupervisorMsg::Heartbeat);
+            }
             OrderSupervisorMsg::Refunded(order_id) => {
                 if let Some(actor) = state.live.get(&order_id) {
                     let _ = actor.cast(OrderMsg::Refunded);
@@ -178,7 +192,7 @@ impl OrderSupervisorState {
                 self.swept = true;
                 // A full batch means more are waiting: claim them now, not a sweep later.
                 if orders.len() as i64 == CLAIM_BATCH {
-                    let _ = myself.cast(OrderSupervisorMsg::Sweep);
+                    let _ = myself.cast(OrderSupervisorMsg::ClaimMore);
                 }
                 for order_id in orders {
                     self.spawn(myself, order_id).await;

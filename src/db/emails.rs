@@ -90,13 +90,16 @@ pub struct EmailRow {
 
 /// Claims up to `limit` due emails for `owner` until `lease_secs` from now:
 /// `pending` ones whose time has come, and `sending` ones whose sender's
-/// lease ran out (it died mid-send). Each claim counts an attempt. Oldest
-/// first, so an order's confirmation goes out before its outcome.
+/// lease ran out (it died mid-send), or, with `include_own`, that `owner`
+/// itself held (this instance restarted under the same name: nobody else
+/// is sending them). Each claim counts an attempt. Oldest first, so an
+/// order's confirmation goes out before its outcome.
 pub async fn claim_due(
     db: impl sqlx::PgExecutor<'_>,
     owner: &str,
     lease_secs: f64,
     limit: i64,
+    include_own: bool,
 ) -> Result<Vec<EmailRow>, sqlx::Error> {
     sqlx::query_as(
         "WITH claimed AS (
@@ -105,7 +108,7 @@ pub async fn claim_due(
              WHERE id IN (
                  SELECT id FROM email_queue
                  WHERE (status = 'pending' AND next_attempt_at <= now())
-                    OR (status = 'sending' AND lease_until < now())
+                    OR (status = 'sending' AND (lease_until < now() OR ($4 AND locked_by = $1)))
                  ORDER BY next_attempt_at
                  LIMIT $3
                  FOR NO KEY UPDATE SKIP LOCKED)
@@ -116,58 +119,88 @@ pub async fn claim_due(
     .bind(owner)
     .bind(lease_secs)
     .bind(limit)
+    .bind(include_own)
     .fetch_all(db)
     .await
 }
 
-/// `sending → sent`, keeping the provider's id.
+/// Whether a fenced write found the row still this sender's.
+fn fenced(done: bool, id: Uuid, what: &str) -> bool {
+    if !done {
+        tracing::warn!(email_id = %id, what, "the email is no longer this instance's; nothing written");
+    }
+    done
+}
+
+/// `sending → sent`, keeping the provider's id; false (a no-op) when the
+/// row is no longer `owner`'s.
 pub async fn mark_sent(
     db: impl sqlx::PgExecutor<'_>,
     id: Uuid,
+    owner: &str,
     provider_message_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE email_queue SET status = 'sent', provider_message_id = $2, sent_at = now(), locked_by = NULL,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE email_queue SET status = 'sent', provider_message_id = $3, sent_at = now(), locked_by = NULL,
                 lease_until = NULL, last_error = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'sending'",
+         WHERE id = $1 AND status = 'sending' AND locked_by = $2",
     )
     .bind(id)
+    .bind(owner)
     .bind(provider_message_id)
     .execute(db)
-    .await
-    .map(drop)
+    .await?;
+    Ok(fenced(done.rows_affected() == 1, id, "record the email sent"))
 }
 
-/// `sending → pending` again, due at `at`.
-pub async fn retry_at(
+/// `sending → pending` again, due in `wait` by the database's clock. A try
+/// the provider turned away unsent (`uncharged`) gives its attempt back.
+/// False (a no-op) when the row is no longer `owner`'s.
+pub async fn retry_after(
     db: impl sqlx::PgExecutor<'_>,
     id: Uuid,
-    at: time::OffsetDateTime,
+    owner: &str,
+    wait: std::time::Duration,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE email_queue SET status = 'pending', next_attempt_at = $2, last_error = $3, locked_by = NULL,
-                lease_until = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'sending'",
+    uncharged: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE email_queue SET status = 'pending', next_attempt_at = now() + make_interval(secs => $3),
+                last_error = $4, locked_by = NULL, lease_until = NULL, updated_at = now(),
+                attempts = CASE WHEN $5 THEN greatest(attempts - 1, 0) ELSE attempts END
+         WHERE id = $1 AND status = 'sending' AND locked_by = $2",
     )
     .bind(id)
-    .bind(at)
+    .bind(owner)
+    .bind(wait.as_secs_f64())
     .bind(error)
+    .bind(uncharged)
     .execute(db)
-    .await
-    .map(drop)
+    .await?;
+    Ok(fenced(
+        done.rows_affected() == 1,
+        id,
+        "schedule the email's retry",
+    ))
 }
 
-/// `sending → failed` for good.
-pub async fn mark_failed(db: impl sqlx::PgExecutor<'_>, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE email_queue SET status = 'failed', last_error = $2, locked_by = NULL, lease_until = NULL,
+/// `sending → failed` for good; false (a no-op) when the row is no longer
+/// `owner`'s.
+pub async fn mark_failed(
+    db: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    owner: &str,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE email_queue SET status = 'failed', last_error = $3, locked_by = NULL, lease_until = NULL,
                 updated_at = now()
-         WHERE id = $1 AND status = 'sending'",
+         WHERE id = $1 AND status = 'sending' AND locked_by = $2",
     )
     .bind(id)
+    .bind(owner)
     .bind(error)
     .execute(db)
-    .await
-    .map(drop)
+    .await?;
+    Ok(fenced(done.rows_affected() == 1, id, "record the email failed"))
 }

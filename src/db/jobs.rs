@@ -1,6 +1,8 @@
 //! `restoration_jobs` (and the image rows their outcomes complete): every
 //! step of an attempt is checkpointed here before the work it stands for.
 
+use std::time::Duration;
+
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -92,19 +94,32 @@ pub async fn retry_failed(
     Ok(done.rows_affected() == 1)
 }
 
-/// Starts the job's next attempt and returns its number, in one statement
-/// (one round trip, one commit): `pending → queued → processing` for a
-/// first attempt, whose image goes `uploaded → processing` with its journal
-/// entry; `queued → processing` for a retry that is due. `None` when the
-/// rows are not in those states (another actor moved them, the original is
-/// not stored yet, the retry is not due, or the order is no longer
-/// processing: a refund on any instance stops new attempts everywhere).
+/// What asking to start an attempt found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Begun {
+    /// The attempt started; its number.
+    Started(i32),
+    /// A retry not due yet, by the database's clock: ask again after this long.
+    NotDue(Duration),
+    /// The rows are not in a state to start (another actor moved them, the
+    /// original is not stored yet, the order stopped being processed here).
+    Moved,
+}
+
+/// Starts the job's next attempt, in one statement (one round trip, one
+/// commit): `pending → queued → processing` for a first attempt, whose
+/// image goes `uploaded → processing` with its journal entry; `queued →
+/// processing` for a retry that is due. Only for an order still
+/// `processing` and held by `owner` (a refund, or another instance taking
+/// the lease, stops new attempts everywhere). Due times are compared by the
+/// database's clock alone; a retry not due says how long to wait.
 pub async fn begin_attempt(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
     image_id: Uuid,
     provider: &str,
-) -> Result<Option<i32>, sqlx::Error> {
+    owner: &str,
+) -> Result<Begun, sqlx::Error> {
     for (from, to) in [
         (JobStatus::Pending, JobStatus::Queued),
         (JobStatus::Queued, JobStatus::Processing),
@@ -115,13 +130,14 @@ pub async fn begin_attempt(
     ImageStatus::Uploaded
         .transition(ImageStatus::Processing)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    sqlx::query_scalar(
+    let (started, wait): (Option<i32>, Option<f64>) = sqlx::query_as(
         "WITH job AS (
              UPDATE restoration_jobs j SET status = 'processing', attempts = attempts + 1, provider = $3,
                     external_id = NULL, next_attempt_at = NULL, started_at = now(), updated_at = now()
              FROM images i
              WHERE j.id = $1 AND i.id = $2 AND j.image_id = i.id
-               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'processing')
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'processing'
+                                                    AND o.owner_id = $4)
                AND ((j.status = 'pending' AND i.status = 'uploaded')
                  OR (j.status = 'queued' AND i.status = 'processing'
                      AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= now())))
@@ -133,52 +149,88 @@ pub async fn begin_attempt(
          entry AS (
              INSERT INTO order_events (order_id, image_id, kind, status)
              SELECT order_id, id, 'image', 'processing' FROM image)
-         SELECT attempts FROM job",
+         SELECT (SELECT attempts FROM job),
+                (SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM restoration_jobs
+                 WHERE id = $1 AND status = 'queued' AND next_attempt_at > now())",
     )
     .bind(job_id)
     .bind(image_id)
     .bind(provider)
-    .fetch_optional(db)
-    .await
+    .bind(owner)
+    .fetch_one(db)
+    .await?;
+    Ok(match (started, wait) {
+        (Some(attempt), _) => Begun::Started(attempt),
+        (None, Some(secs)) => Begun::NotDue(Duration::from_secs_f64(secs.max(0.0))),
+        (None, None) => Begun::Moved,
+    })
 }
 
-/// Records the provider's id for the running attempt, before it is waited on.
+/// Records the provider's id for attempt `attempt`, before it is waited on;
+/// false (a no-op) when the attempt is no longer this instance's.
 pub async fn record_external_id(
     db: impl PgExecutor<'_>,
     id: Uuid,
+    attempt: i32,
+    owner: &str,
     external_id: &str,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE restoration_jobs SET external_id = $2, updated_at = now()
-         WHERE id = $1 AND status = 'processing' AND external_id IS NULL",
+        "UPDATE restoration_jobs SET external_id = $4, updated_at = now() WHERE id = $1 AND status = 'processing' AND attempts = $2
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3) AND external_id IS NULL",
     )
     .bind(id)
+    .bind(attempt)
+    .bind(owner)
     .bind(external_id)
     .execute(db)
     .await?;
-    Ok(done.rows_affected() == 1)
+    fenced(done.rows_affected() == 1, id, "record the provider's id")
 }
 
-/// `processing → queued` after a transient failure, due again at `at`.
-pub async fn retry_at(
+fn fenced(done: bool, id: Uuid, what: &str) -> Result<bool, sqlx::Error> {
+    if !done {
+        tracing::warn!(job_id = %id, what, "the attempt is no longer this instance's; nothing written");
+    }
+    Ok(done)
+}
+
+/// `processing → queued` after a failed attempt, due again in `wait` by the
+/// database's clock. An uncharged failure (throttled, or the shop's own
+/// outage) gives its attempt back, while its run of uncharged failures is
+/// younger than `uncharged_deadline`; false when that run is older (the
+/// caller charges it) or the attempt is no longer this instance's.
+#[allow(clippy::too_many_arguments)]
+pub async fn retry_after(
     conn: &mut PgConnection,
     id: Uuid,
-    at: OffsetDateTime,
+    attempt: i32,
+    owner: &str,
+    wait: Duration,
     error: &str,
     kind: &str,
+    uncharged_deadline: Option<Duration>,
 ) -> Result<bool, sqlx::Error> {
     JobStatus::Processing
         .transition(JobStatus::Queued)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let done = sqlx::query(
-        "UPDATE restoration_jobs SET status = 'queued', next_attempt_at = $2, last_error = $3, error_kind = $4,
-                external_id = NULL, updated_at = now()
-         WHERE id = $1 AND status = 'processing'",
+        "UPDATE restoration_jobs SET status = 'queued', next_attempt_at = now() + make_interval(secs => $4),
+                last_error = $5, error_kind = $6, external_id = NULL, updated_at = now(),
+                attempts = attempts - CASE WHEN $7::float8 IS NULL THEN 0 ELSE 1 END,
+                uncharged_since = CASE WHEN $7::float8 IS NULL THEN NULL ELSE coalesce(uncharged_since, now()) END
+         WHERE id = $1 AND status = 'processing' AND attempts = $2
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3)
+           AND ($7::float8 IS NULL OR uncharged_since IS NULL
+                OR uncharged_since > now() - make_interval(secs => $7))",
     )
     .bind(id)
-    .bind(at)
+    .bind(attempt)
+    .bind(owner)
+    .bind(wait.as_secs_f64())
     .bind(error)
     .bind(kind)
+    .bind(uncharged_deadline.map(|d| d.as_secs_f64()))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -208,13 +260,59 @@ pub async fn fail(
     Ok(done.rows_affected() == 1)
 }
 
+/// Attempt `attempt` failed for good: `processing → failed`, its image
+/// `processing → failed` with the error and the journal entry, in one
+/// statement. False (a no-op) when the attempt is no longer this
+/// instance's or no longer running.
+pub async fn fail_attempt(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    attempt: i32,
+    owner: &str,
+    error: &str,
+    kind: &str,
+) -> Result<bool, sqlx::Error> {
+    JobStatus::Processing
+        .transition(JobStatus::Failed)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    ImageStatus::Processing
+        .transition(ImageStatus::Failed)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let failed: Option<i64> = sqlx::query_scalar(
+        "WITH job AS (
+             UPDATE restoration_jobs SET status = 'failed', last_error = $4, error_kind = $5,
+                    next_attempt_at = NULL, finished_at = now(), updated_at = now(), uncharged_since = NULL
+             WHERE id = $1 AND status = 'processing' AND attempts = $2
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3)
+             RETURNING image_id),
+         image AS (
+             UPDATE images SET status = 'failed', error = $4, completed_at = now(), updated_at = now()
+             WHERE id = (SELECT image_id FROM job) AND status = 'processing'
+             RETURNING id, order_id),
+         entry AS (
+             INSERT INTO order_events (order_id, image_id, kind, status, detail)
+             SELECT order_id, id, 'image', 'failed', jsonb_build_object('error', $4::text) FROM image)
+         SELECT count(*) FROM job",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(owner)
+    .bind(error)
+    .bind(kind)
+    .fetch_optional(db)
+    .await?;
+    fenced(failed.unwrap_or(0) == 1, id, "record the failure")
+}
+
 /// The attempt restored the photo, in one statement: the job
 /// `processing → completed`, its image `processing → completed` with the
-/// restored photo's key and size, and the journal entry. False when the job
-/// was not processing.
+/// restored photo's key and size, and the journal entry. False (a no-op)
+/// when the attempt is no longer this instance's or no longer running.
 pub async fn finish_restored(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
+    attempt: i32,
+    owner: &str,
     restored_key: &str,
     bytes: i64,
 ) -> Result<bool, sqlx::Error> {
@@ -227,11 +325,12 @@ pub async fn finish_restored(
     let completed: Option<i64> = sqlx::query_scalar(
         "WITH job AS (
              UPDATE restoration_jobs SET status = 'completed', finished_at = now(), updated_at = now(),
-                    last_error = NULL
-             WHERE id = $1 AND status = 'processing'
+                    last_error = NULL, uncharged_since = NULL
+             WHERE id = $1 AND status = 'processing' AND attempts = $2
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3)
              RETURNING image_id),
          image AS (
-             UPDATE images SET status = 'completed', restored_key = $2, restored_bytes = $3, error = NULL,
+             UPDATE images SET status = 'completed', restored_key = $4, restored_bytes = $5, error = NULL,
                     completed_at = now(), updated_at = now()
              WHERE id = (SELECT image_id FROM job) AND status = 'processing'
              RETURNING id, order_id),
@@ -241,9 +340,11 @@ pub async fn finish_restored(
          SELECT count(*) FROM job",
     )
     .bind(job_id)
+    .bind(attempt)
+    .bind(owner)
     .bind(restored_key)
     .bind(bytes)
     .fetch_optional(db)
     .await?;
-    Ok(completed.unwrap_or(0) == 1)
+    fenced(completed.unwrap_or(0) == 1, job_id, "record the restored photo")
 }

@@ -163,23 +163,24 @@ pub async fn mark_succeeded(
     Ok(done.rows_affected() == 1)
 }
 
-/// `sending → pending`, due again at `at`.
-pub async fn retry_at(
+/// `sending → pending`, due again in `wait` by the database's clock.
+pub async fn retry_after(
     db: impl PgExecutor<'_>,
     id: Uuid,
     owner: &str,
-    at: OffsetDateTime,
+    wait: std::time::Duration,
     error: &str,
 ) -> Result<bool, sqlx::Error> {
     transition(RefundStatus::Sending, RefundStatus::Pending)?;
     let done = sqlx::query(
-        "UPDATE refunds SET status = 'pending', next_attempt_at = $3, last_error = $4, locked_by = NULL,
+        "UPDATE refunds SET status = 'pending', next_attempt_at = now() + make_interval(secs => $3),
+                last_error = $4, locked_by = NULL,
                 lease_until = NULL, updated_at = now()
          WHERE id = $1 AND status = 'sending' AND locked_by = $2",
     )
     .bind(id)
     .bind(owner)
-    .bind(at)
+    .bind(wait.as_secs_f64())
     .bind(error)
     .execute(db)
     .await?;

@@ -25,17 +25,43 @@ pub fn router() -> Router<AppState> {
     health_router().route("/metrics", get(metrics))
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is alive")))]
-pub(crate) async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "the process and its actor tree can do their work"),
+    (status = 503, description = "the actor tree has stopped, or has been restarting for too long: restart the process")))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let tree = state.actors.health();
+    let status = if tree.can_run() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if tree.can_run() { "ok" } else { "unhealthy" }, "actors": tree.as_str()})),
+    )
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Postgres, Redis and storage answer"), (status = 503, description = "a dependency does not")))]
+/// Longest wait for one readiness check: a dependency that does not answer
+/// in this long is down, as far as a load balancer is concerned.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A readiness check's answer, false when it takes too long.
+async fn within(check: impl std::future::Future<Output = bool>) -> bool {
+    tokio::time::timeout(READY_CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or(false)
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "can take a payment: Postgres and storage answer; `redis` is `ok` or `degraded` (Redis is only the webhook dedup fast path)"),
+    (status = 503, description = "Postgres or storage does not answer")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = sqlx::query("SELECT 1").execute(&state.db).await.is_ok();
-    let redis = state.dedup.ping().await;
-    let storage = state.storage.ping().await.is_ok();
-    let ready = database && redis && storage;
+    let (database, redis, storage) = tokio::join!(
+        within(async { sqlx::query("SELECT 1").execute(&state.db).await.is_ok() }),
+        within(state.dedup.ping()),
+        within(async { state.storage.ping().await.is_ok() }),
+    );
+    let ready = database && storage;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -44,6 +70,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (
         status,
         Json(json!({"status": if ready { "ready" } else { "not_ready" },
+                    "redis": if redis { "ok" } else { "degraded" },
                     "checks": {"database": database, "redis": redis, "storage": storage}})),
     )
 }

@@ -162,7 +162,7 @@ pub async fn execute(deps: RefundDeps<'_>, row: &RefundRow) -> Result<Executed, 
                 jitter,
             );
             let at = OffsetDateTime::now_utc() + wait;
-            if db::refunds::retry_at(deps.db, row.id, deps.owner, at, &message).await? {
+            if db::refunds::retry_after(deps.db, row.id, deps.owner, wait, &message).await? {
                 tracing::warn!(?wait, error = %message, "refund will be retried");
                 Executed::Retrying { at, error: message }
             } else {

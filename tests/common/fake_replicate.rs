@@ -48,6 +48,10 @@ struct Prediction {
 struct Inner {
     predictions: HashMap<String, Prediction>,
     create_faults: VecDeque<Fault>,
+    /// Answers for the next output downloads (a finished prediction's file).
+    delivery_faults: VecDeque<Fault>,
+    /// Output downloads asked for, answered or not.
+    deliveries: usize,
     /// Inputs (SHA-256 of the photo) whose predictions always fail.
     failing: Vec<String>,
     /// Every create call that made a prediction: the input's SHA-256.
@@ -108,6 +112,16 @@ impl FakeReplicate {
 
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.inner.lock().unwrap().create_faults.extend(faults);
+    }
+
+    /// The next output downloads meet these faults, one each.
+    pub fn inject_delivery(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.lock().unwrap().delivery_faults.extend(faults);
+    }
+
+    /// Output downloads asked for, the failed ones included.
+    pub fn deliveries(&self) -> usize {
+        self.inner.lock().unwrap().deliveries
     }
 
     /// Predictions for this photo's bytes will always fail.
@@ -357,13 +371,24 @@ async fn file(State(fake): State<FakeReplicate>, Path(id): Path<String>) -> Resp
 
 /// The output file: the input photo, a little changed, in PNG.
 async fn delivery(State(fake): State<FakeReplicate>, Path(id): Path<String>) -> Response {
-    let input = fake
-        .inner
-        .lock()
-        .unwrap()
-        .predictions
-        .get(&id)
-        .and_then(|p| p.output.clone());
+    let (input, fault) = {
+        let mut inner = fake.inner.lock().unwrap();
+        inner.deliveries += 1;
+        let fault = inner.delivery_faults.pop_front();
+        (inner.predictions.get(&id).and_then(|p| p.output.clone()), fault)
+    };
+    match fault {
+        Some(Fault::Throttle(secs)) => {
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())]).into_response();
+        }
+        Some(Fault::ServerError(code)) => {
+            return StatusCode::from_u16(code)
+                .unwrap_or(StatusCode::BAD_GATEWAY)
+                .into_response();
+        }
+        Some(Fault::Slow(wait)) => tokio::time::sleep(wait).await,
+        None => {}
+    }
     let Some(input) = input else {
         return StatusCode::NOT_FOUND.into_response();
     };

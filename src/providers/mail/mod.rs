@@ -27,6 +27,9 @@ pub struct MailError {
     pub message: String,
     /// When the provider said how long to wait.
     pub retry_after: Option<Duration>,
+    /// The provider turned the email away unsent (429): the try spends no
+    /// attempt.
+    pub throttled: bool,
 }
 
 pub trait MailSender: Send + Sync {

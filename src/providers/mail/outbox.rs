@@ -30,6 +30,7 @@ impl MailSender for Outbox {
                 permanent: false,
                 message: format!("cannot write to the outbox {}: {e}", self.dir.display()),
                 retry_after: None,
+                throttled: false,
             };
             tokio::fs::create_dir_all(&self.dir).await.map_err(failed)?;
             let name = format!("{}.eml", email.id.simple());

@@ -31,6 +31,7 @@ impl SendGrid {
                 permanent: true,
                 message: e.to_string(),
                 retry_after: None,
+                throttled: false,
             })?;
         Ok(Self {
             http,
@@ -98,6 +99,7 @@ impl MailSender for SendGrid {
                     permanent: false,
                     message: format!("SendGrid unreachable: {e}"),
                     retry_after: None,
+                    throttled: false,
                 })?;
             let status = response.status();
             if status.is_success() {
@@ -121,6 +123,7 @@ impl MailSender for SendGrid {
                 permanent: !transient,
                 message: format!("SendGrid answered {status}: {reason}"),
                 retry_after: if transient { retry_after } else { None },
+                throttled: status == StatusCode::TOO_MANY_REQUESTS,
             })
         })
     }

@@ -22,6 +22,7 @@ impl Smtp {
                 permanent: true,
                 message: format!("bad smtp.url: {e}"),
                 retry_after: None,
+                throttled: false,
             })?
             .timeout(Some(Duration::from_secs(60)))
             .build();
@@ -40,12 +41,14 @@ impl MailSender for Smtp {
                 permanent: true,
                 message: format!("bad recipient: {e}"),
                 retry_after: None,
+                throttled: false,
             })?;
             let envelope =
                 Envelope::new(Some(email.from.email.clone()), vec![to]).map_err(|e| MailError {
                     permanent: true,
                     message: e.to_string(),
                     retry_after: None,
+                    throttled: false,
                 })?;
             match self.transport.send_raw(&envelope, &email.raw).await {
                 Ok(response) => Ok(Sent {
@@ -55,6 +58,7 @@ impl MailSender for Smtp {
                     permanent: e.is_permanent(),
                     message: format!("the SMTP server refused: {e}"),
                     retry_after: None,
+                    throttled: false,
                 }),
             }
         })

@@ -37,11 +37,19 @@ pub struct Restored {
     pub bytes: u64,
 }
 
-/// Whether retrying can help.
+/// Whether retrying can help, and whether the try counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// Retrying cannot help (the model refused the input).
     Permanent,
+    /// The attempt ran and failed; another may succeed. Spends an attempt.
     Transient,
+    /// The provider turned the attempt away before it ran (429): wait as
+    /// asked; no attempt is spent.
+    Throttled,
+    /// The shop's own storage or database was away: wait it out; no attempt
+    /// is spent.
+    Outage,
 }
 
 impl ErrorKind {
@@ -49,7 +57,14 @@ impl ErrorKind {
         match self {
             ErrorKind::Permanent => "permanent",
             ErrorKind::Transient => "transient",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Outage => "outage",
         }
+    }
+
+    /// Whether the try spends one of the photo's attempts.
+    pub fn is_charged(self) -> bool {
+        matches!(self, ErrorKind::Permanent | ErrorKind::Transient)
     }
 }
 
@@ -60,23 +75,48 @@ pub struct RestoreError {
     pub message: String,
     /// When the provider said how long to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The provider's work for this attempt finished and is paid for, but
+    /// its result could not be fetched or stored: resume this id (fetch the
+    /// output again) instead of starting new, paid work.
+    pub resume: Option<String>,
 }
 
 impl RestoreError {
-    pub fn permanent(message: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            kind: ErrorKind::Permanent,
+            kind,
             message: message.into(),
             retry_after: None,
+            resume: None,
         }
     }
 
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, message)
+    }
+
     pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-            retry_after: None,
+            retry_after,
+            ..Self::new(ErrorKind::Throttled, message)
         }
+    }
+
+    pub fn outage(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Outage, message)
+    }
+
+    /// This error, to be retried by fetching `external_id`'s result again.
+    pub fn resuming(mut self, external_id: &str) -> Self {
+        self.resume = Some(external_id.to_owned());
+        if self.kind == ErrorKind::Transient {
+            self.kind = ErrorKind::Outage;
+        }
+        self
     }
 }
 
@@ -86,14 +126,17 @@ impl From<crate::storage::StorageError> for RestoreError {
             crate::storage::StorageError::NotFound(key) => {
                 RestoreError::permanent(format!("the original photo {key} is missing"))
             }
-            e => RestoreError::transient(e.to_string()),
+            e => RestoreError::outage(format!("storage: {e}")),
         }
     }
 }
 
 /// Records a provider's id for an attempt before the provider waits on it,
-/// so a restart can resume instead of submitting again.
-pub type RecordSubmission = Arc<dyn Fn(Uuid, String) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// so a restart can resume instead of submitting again: `(job, attempt,
+/// external id)`. `Ok(false)` when the attempt is no longer this
+/// instance's (its write was fenced off): the work must be abandoned.
+pub type RecordSubmission =
+    Arc<dyn Fn(Uuid, u32, String) -> BoxFuture<'static, Result<bool, String>> + Send + Sync>;
 
 /// A restoration provider (config `restoration.provider`).
 pub trait Restorer: Send + Sync {
@@ -141,7 +184,7 @@ pub async fn restore_file(
     };
     storage.put(&request.input_key, data.into()).await?;
     let restorer = from_settings(settings, storage.clone(), replicate::PredictionNotices::default())?;
-    let record: RecordSubmission = Arc::new(|_, _| Box::pin(async { Ok(()) }));
+    let record: RecordSubmission = Arc::new(|_, _, _| Box::pin(async { Ok(true) }));
     let restored = restorer.restore(&request, record).await?;
     let bytes = storage.get(&restored.output_key).await?;
     tokio::fs::write(output, &bytes)

@@ -239,8 +239,9 @@ impl ReplicateRestorer {
             delay = (delay * 2).min(self.poll_interval * 10);
             prediction = match self.get(&prediction.id).await {
                 Ok(p) => p,
-                // A blip while polling does not lose the prediction: keep waiting.
-                Err(e) if e.kind == ErrorKind::Transient => {
+                // A blip (or throttling) while polling does not lose the
+                // prediction: keep waiting.
+                Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Throttled) => {
                     tracing::warn!(prediction = %prediction.id, error = %e, "polling failed; retrying");
                     if let Some(wait) = e.retry_after {
                         tokio::time::sleep(wait).await;
@@ -254,9 +255,40 @@ impl ReplicateRestorer {
     }
 
     /// Downloads the output (at most `max_output_bytes`) into storage.
-    async fn download(&self, url: &str, request: &RestoreRequest) -> Result<Restored, RestoreError> {
-        let response = self.http.get(url).send().await.map_err(transport)?;
-        let response = checked(response).await?;
+    /// A failure to fetch or store the output of `prediction` (finished,
+    /// paid for) is to be resumed from it, unless the output is gone (404:
+    /// a new prediction is needed) or refused for good.
+    async fn download(
+        &self,
+        url: &str,
+        request: &RestoreRequest,
+        prediction: &str,
+    ) -> Result<Restored, RestoreError> {
+        let resumable = |e: RestoreError| match e.kind {
+            ErrorKind::Permanent => e,
+            _ => e.resuming(prediction),
+        };
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| resumable(transport(e)))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(RestoreError::transient(
+                "Replicate answered 404 for the output: it is gone; a new prediction is needed",
+            ));
+        }
+        self.store_output(checked(response).await.map_err(resumable)?, request)
+            .await
+            .map_err(resumable)
+    }
+
+    async fn store_output(
+        &self,
+        response: Response,
+        request: &RestoreRequest,
+    ) -> Result<Restored, RestoreError> {
         if response
             .content_length()
             .is_some_and(|n| n > self.max_output_bytes)
@@ -320,18 +352,18 @@ async fn checked(response: Response) -> Result<Response, RestoreError> {
         .or(body["title"].as_str())
         .unwrap_or("no detail");
     let message = format!("Replicate answered {status}: {detail}");
-    let transient = status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::CONFLICT
-        || status.is_server_error();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(RestoreError::throttled(message, retry_after));
+    }
+    let transient =
+        status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::CONFLICT || status.is_server_error();
     Err(RestoreError {
-        kind: if transient {
-            ErrorKind::Transient
-        } else {
-            ErrorKind::Permanent
-        },
-        message,
         retry_after,
+        ..if transient {
+            RestoreError::transient(message)
+        } else {
+            RestoreError::permanent(message)
+        }
     })
 }
 
@@ -350,14 +382,24 @@ impl Restorer for ReplicateRestorer {
                 Some(id) => self.get(id).await?,
                 None => {
                     let created = self.create(request).await?;
-                    if let Err(e) = record(request.job_id, created.id.clone()).await {
-                        // Without the record a restart could submit again: stop this one.
-                        self.cancel(&created.id).await;
-                        return Err(RestoreError::transient(format!(
-                            "cannot record the prediction: {e}"
-                        )));
+                    match record(request.job_id, request.attempt, created.id.clone()).await {
+                        Ok(true) => created,
+                        // The attempt is no longer ours: stop its work.
+                        Ok(false) => {
+                            self.cancel(&created.id).await;
+                            return Err(RestoreError::outage(
+                                "the attempt is no longer this instance's; its prediction was cancelled",
+                            ));
+                        }
+                        // The database is away: the prediction runs on and its
+                        // result is written (fenced) when it is back. Only a
+                        // crash before then makes the next attempt submit again.
+                        Err(e) => {
+                            tracing::warn!(prediction = %created.id, error = %e,
+                                           "cannot record the prediction; waiting on it unrecorded");
+                            created
+                        }
                     }
-                    created
                 }
             };
             let finished = self.wait(prediction).await?;
@@ -366,7 +408,10 @@ impl Restorer for ReplicateRestorer {
                     let url = finished.output_url().ok_or_else(|| {
                         RestoreError::transient("the prediction succeeded without an output")
                     })?;
-                    self.download(url, request).await
+                    // The prediction is paid for: a failed fetch or store is
+                    // retried from it (its output lives about an hour), not
+                    // by a new prediction.
+                    self.download(url, request, &finished.id).await
                 }
                 "canceled" => Err(RestoreError::transient(format!(
                     "prediction {} was canceled",
