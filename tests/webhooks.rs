@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::private_redis::PrivateRedis;
 use common::{WEBHOOK_SECRET, checkout_event, completed_event, now, refund_event, spawn_app, spawn_app_with};
 use restoreclick::providers::payments::signature;
 use serde_json::{Value, json};
@@ -281,54 +282,6 @@ async fn a_full_refund_moves_the_order_to_refunded_and_cancels_its_work() {
             .await,
         1
     );
-}
-
-/// A Redis of the test's own, so stopping it disturbs no other test.
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/services installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]

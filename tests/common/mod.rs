@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 pub mod fake_replicate;
+pub mod fake_sendgrid;
 pub mod fake_stripe;
 pub mod photos;
+pub mod private_postgres;
+pub mod private_redis;
 pub mod restorers;
 pub mod shop;
 

@@ -34,6 +34,9 @@ pub struct ShopConfig<'a> {
     pub command: &'a str,
     pub failpoints: Option<&'a str>,
     pub env: Vec<(String, String)>,
+    /// How far ahead of the machine's (and Postgres') wall clock the shop's
+    /// runs, through libfaketime; the monotonic clock is left alone.
+    pub clock_ahead: Option<Duration>,
 }
 
 impl<'a> ShopConfig<'a> {
@@ -44,6 +47,7 @@ impl<'a> ShopConfig<'a> {
             command: "serve",
             failpoints: None,
             env: Vec::new(),
+            clock_ahead: None,
         }
     }
 
@@ -92,6 +96,13 @@ impl Shop {
             .stderr(Stdio::inherit());
         for (k, v) in &config.env {
             command.env(k, v);
+        }
+        if let Some(ahead) = config.clock_ahead {
+            command
+                .env("LD_PRELOAD", libfaketime())
+                .env("FAKETIME", format!("+{}s", ahead.as_secs()))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_DONT_RESET", "1");
         }
         match config.failpoints {
             Some(f) => command.env("FAILPOINTS", f),
@@ -166,6 +177,26 @@ impl Shop {
         (session, cs)
     }
 
+    /// Buys `n` photos as a customer does: upload, checkout, and pay on the
+    /// dev checkout page. Returns the checkout id.
+    pub async fn buy(&self, n: usize, email: &str) -> String {
+        let (_, cs) = self.open_checkout(n, Some(email)).await;
+        let paid = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .post(format!("{}/dev/checkout/{cs}/pay", self.base))
+            .send()
+            .await
+            .expect("pay");
+        assert!(
+            paid.status().is_redirection() || paid.status().is_success(),
+            "the dev checkout took the payment: {}",
+            paid.status()
+        );
+        cs
+    }
+
     /// `event`'s body and a `Stripe-Signature` for it, signed now.
     pub fn signed(event: &serde_json::Value) -> (String, String) {
         let body = event.to_string();
@@ -195,6 +226,20 @@ impl Shop {
         self.signal(Signal::SIGKILL);
         self.wait();
     }
+}
+
+/// Debian's multithreaded libfaketime (`scripts/services --faults` installs it).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime is installed (scripts/services --faults installs it)")
+        .display()
+        .to_string()
 }
 
 impl Drop for Shop {
