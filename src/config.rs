@@ -370,6 +370,10 @@ pub struct ReplicateSettings {
     pub request_timeout: Duration,
     pub max_output_bytes: u64,
     pub data_uri_limit: u64,
+    /// Where a model's output may be fetched from: hosts (https, public
+    /// addresses), `*.domain`, or whole origins trusted as listed; the
+    /// origin of `api_base` is always allowed.
+    pub output_hosts: Vec<String>,
     /// Where Replicate posts completions: the shop's own webhook (derived).
     #[serde(skip)]
     pub webhook_url: Option<String>,
@@ -479,6 +483,7 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("uploads.allowed_types")
                     .with_list_parse_key("http.cors_origins")
+                    .with_list_parse_key("replicate.output_hosts")
                     .try_parsing(true)
                     .source(Some(env.iter().cloned().collect())),
             );
@@ -486,6 +491,11 @@ impl Settings {
             if let Some(value) = lookup(var).filter(|v| !v.is_empty()) {
                 builder = builder.set_override(key, value)?;
             }
+        }
+        // `APP_ENV` names the environment wherever the binary runs, with or
+        // without an `{APP_ENV}.toml` beside it.
+        if let Some(app_env) = lookup("APP_ENV").filter(|v| !v.trim().is_empty()) {
+            builder = builder.set_override("app.env", app_env.trim().to_ascii_lowercase())?;
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.resolve();
@@ -534,11 +544,9 @@ impl Settings {
         if production && public.scheme() != "https" {
             tracing::warn!("app.public_url is not https in production");
         }
-        if production && self.app.secret_key.expose().len() < 32 {
-            return Err(invalid(
-                "app.secret_key",
-                "must be at least 32 characters in production",
-            ));
+        if production {
+            secret_key_is_strong(self.app.secret_key.expose())
+                .map_err(|reason| invalid("app.secret_key", reason))?;
         }
         if self.app.secret_key.expose().len() < 16 {
             return Err(invalid("app.secret_key", "must be at least 16 characters"));
@@ -741,6 +749,8 @@ impl Settings {
         if !extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))) {
             return Err(invalid("replicate.extra_input", "must be a JSON object"));
         }
+        crate::providers::restoration::outputs::OutputPolicy::new(&r.output_hosts, &r.api_base)
+            .map_err(|e| invalid("replicate.output_hosts", e))?;
         if r.webhooks && !r.webhook_secret.is_set() {
             return Err(invalid(
                 "replicate.webhook_secret",
@@ -901,6 +911,31 @@ impl Settings {
     }
 }
 
+/// The `app.secret_key` shipped in `config/default.toml`: public, so never
+/// a production key (order tokens are keyed by it).
+const SHIPPED_SECRET_KEY: &str = "restoreclick-development-secret-key-not-for-production";
+
+/// Whether a production secret key is one an attacker cannot know or guess:
+/// not the shipped one, at least 32 bytes, and not low-entropy (few distinct
+/// characters, or a short pattern repeated).
+fn secret_key_is_strong(key: &str) -> Result<(), &'static str> {
+    if key == SHIPPED_SECRET_KEY {
+        return Err(
+            "is the development key shipped in config/default.toml; set a random one (openssl rand -hex 32)",
+        );
+    }
+    if key.len() < 32 {
+        return Err("must be at least 32 bytes in production (openssl rand -hex 32)");
+    }
+    let distinct: std::collections::HashSet<u8> = key.bytes().collect();
+    let repeated = (1..=key.len() / 2)
+        .any(|n| key.len().is_multiple_of(n) && key.as_bytes().chunks(n).all(|c| c == &key.as_bytes()[..n]));
+    if distinct.len() < 10 || repeated {
+        return Err("is low-entropy; set a random one (openssl rand -hex 32)");
+    }
+    Ok(())
+}
+
 fn url_with_host(raw: &str) -> Option<url::Url> {
     let url = url::Url::parse(raw).ok()?;
     (matches!(url.scheme(), "http" | "https") && url.host().is_some()).then_some(url)
@@ -971,11 +1006,39 @@ mod tests {
             ("RESTORECLICK__APP__ENV", "production"),
             (
                 "RESTORECLICK__APP__SECRET_KEY",
-                "0123456789abcdef0123456789abcdef",
+                "d41f0c9a7be2583e6f14a9c07d3b58e2",
             ),
         ])
         .unwrap_err();
         assert!(err.to_string().contains("payments.provider"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_a_known_short_or_low_entropy_secret_key() {
+        let production = |key: &str| {
+            let mut env = vec![
+                ("APP_ENV", "production"),
+                ("STRIPE_SECRET_KEY", "sk_live_1"),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_1"),
+            ];
+            if !key.is_empty() {
+                env.push(("RESTORECLICK__APP__SECRET_KEY", key));
+            }
+            load(&env)
+        };
+        for (key, why) in [
+            ("", "shipped"),
+            ("short-but-random-9f8e7d", "32 bytes"),
+            ("abababababababababababababababababab", "low-entropy"),
+            ("0123456789abcdef0123456789abcdef", "low-entropy"),
+        ] {
+            let err = production(key).unwrap_err().to_string();
+            assert!(
+                err.contains("app.secret_key") && err.contains(why),
+                "{key}: {err}"
+            );
+        }
+        assert!(production("d41f0c9a7be2583e6f14a9c07d3b58e2").is_ok());
     }
 
     #[test]

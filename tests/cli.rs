@@ -69,6 +69,50 @@ fn production_refuses_the_dev_checkout() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("payments.provider"));
 }
 
+/// The shipped `app.secret_key` keys every order token: in production it
+/// must never work, wherever the binary runs (here outside the repository,
+/// with no `production.toml` beside it).
+#[test]
+fn production_refuses_the_shipped_secret_key_outside_the_repository() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_restoreclick"))
+        .current_dir(empty.path())
+        .args(["check-config", "--config"])
+        .arg(empty.path())
+        .env("APP_ENV", "production")
+        .env("STRIPE_SECRET_KEY", "sk_live_restoreclick")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_restoreclick")
+        .env_remove("RESTORECLICK__APP__SECRET_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "check-config accepted the shipped key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("app.secret_key") && stderr.contains("shipped"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_restoreclick"))
+        .current_dir(empty.path())
+        .args(["check-config", "--config"])
+        .arg(empty.path())
+        .env("APP_ENV", "production")
+        .env("STRIPE_SECRET_KEY", "sk_live_restoreclick")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_restoreclick")
+        .env(
+            "RESTORECLICK__APP__SECRET_KEY",
+            "d41f0c9a7be2583e6f14a9c07d3b58e2",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("env = \"production\""),
+        "APP_ENV chose production: {text}"
+    );
+}
+
 #[tokio::test]
 async fn migrate_applies_the_whole_data_model() {
     let url = common::fresh_database().await;

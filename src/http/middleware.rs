@@ -110,7 +110,13 @@ pub fn traced(router: Router<AppState>) -> Router<AppState> {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    // The matched route (`/download/{token}`), never the raw path or
+                    // query: tokens and ids in URLs stay out of the logs.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |p| p.as_str());
+                    tracing::info_span!("http", method = %req.method(), route = %route, request_id = %id)
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )

@@ -162,7 +162,7 @@ pub(crate) async fn upload(
             return Err(e);
         }
     }
-    tracing::info!(session_id = %session_id, files = rows.len(), "photos uploaded");
+    tracing::info!(files = rows.len(), "photos uploaded");
     let view = session_view(&state, session_id).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -414,7 +414,7 @@ async fn void_open_checkouts(state: &AppState, session_id: Uuid) -> ApiResult<Ve
             ))
         }
         Err(e @ VoidError::StillOpen(_)) => {
-            tracing::warn!(%session_id, error = %e, "cannot void an open checkout; the change is refused");
+            tracing::warn!(error = %e, "cannot void an open checkout; the change is refused");
             Err(checkout_open())
         }
         Err(VoidError::Database(e)) => Err(e.into()),

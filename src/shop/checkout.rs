@@ -166,8 +166,9 @@ pub async fn open(
         db::uploads::set_status(&mut tx, session_id, status, UploadSessionStatus::CheckoutStarted).await?;
     }
     tx.commit().await?;
-    tracing::info!(session_id = %session_id, checkout = %created.id, photos = files.len(),
-                   amount_total = quote.amount_total, "checkout opened");
+    // The upload session's id is its customer's key: kept out of the logs.
+    tracing::info!(checkout = %created.id, photos = files.len(), amount_total = quote.amount_total,
+                   "checkout opened");
     let replaced = earlier
         .into_iter()
         .filter(|c| c.id != created.id)
@@ -245,7 +246,7 @@ pub async fn void_open(deps: CheckoutDeps<'_>, session_id: Uuid) -> Result<Vec<S
         }
     }
     if !voided.is_empty() {
-        tracing::info!(session_id = %session_id, checkouts = ?voided, "open checkouts voided before the photos change");
+        tracing::info!(checkouts = ?voided, "open checkouts voided before the photos change");
     }
     Ok(voided)
 }

@@ -52,6 +52,8 @@ struct Inner {
     delivery_faults: VecDeque<Fault>,
     /// Output downloads asked for, answered or not.
     deliveries: usize,
+    /// Inputs as the fake received them, decoded (data URIs and files).
+    inputs: Vec<Vec<u8>>,
     /// Inputs (SHA-256 of the photo) whose predictions always fail.
     failing: Vec<String>,
     /// Every create call that made a prediction: the input's SHA-256.
@@ -67,6 +69,10 @@ type Webhooks = Arc<Mutex<Option<(String, String, Duration)>>>;
 #[derive(Clone)]
 pub struct FakeReplicate {
     inner: Arc<Mutex<Inner>>,
+    /// The output URL every succeeded prediction names instead of its own
+    /// file (a hostile or broken model); apart from `inner`, which is held
+    /// while predictions are rendered.
+    forced_output: Arc<Mutex<Option<String>>>,
     webhooks: Webhooks,
     pub base: String,
     /// GETs a prediction answers `processing` to before it ends.
@@ -85,6 +91,7 @@ impl FakeReplicate {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let fake = Self {
             inner: Arc::default(),
+            forced_output: Arc::default(),
             webhooks: Arc::default(),
             base,
             polls_to_finish,
@@ -97,6 +104,11 @@ impl FakeReplicate {
             .route("/v1/files", post(upload))
             .route("/v1/files/{id}/content", get(file))
             .route("/delivery/{id}", get(delivery))
+            .route("/redirect", get(redirect))
+            .route(
+                "/text",
+                get(|| async { "# HELP not a photo\nrestoreclick_secret 1\n" }),
+            )
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -117,6 +129,30 @@ impl FakeReplicate {
     /// The next output downloads meet these faults, one each.
     pub fn inject_delivery(&self, faults: impl IntoIterator<Item = Fault>) {
         self.inner.lock().unwrap().delivery_faults.extend(faults);
+    }
+
+    /// Every succeeded prediction names `url` as its output from now on.
+    pub fn output_url(&self, url: &str) {
+        *self.forced_output.lock().unwrap() = Some(url.to_owned());
+    }
+
+    /// `{base}/redirect?to=…`: a URL on the fake that answers 302 to `to`.
+    pub fn redirect_to(&self, to: &str) -> String {
+        format!(
+            "{}/redirect?to={}",
+            self.base,
+            url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+        )
+    }
+
+    /// `{base}/text`: a URL on the fake that answers text, not a photo.
+    pub fn text_url(&self) -> String {
+        format!("{}/text", self.base)
+    }
+
+    /// The photos the fake was given as inputs, as bytes.
+    pub fn inputs(&self) -> Vec<Vec<u8>> {
+        self.inner.lock().unwrap().inputs.clone()
     }
 
     /// Output downloads asked for, the failed ones included.
@@ -179,7 +215,9 @@ fn problem(status: StatusCode, detail: &str) -> Response {
 
 impl FakeReplicate {
     fn view(&self, p: &Prediction) -> Value {
-        let output = (p.status == "succeeded").then(|| format!("{}/delivery/{}", self.base, p.id));
+        let forced = self.forced_output.lock().unwrap().clone();
+        let output = (p.status == "succeeded")
+            .then(|| forced.unwrap_or_else(|| format!("{}/delivery/{}", self.base, p.id)));
         json!({
             "id": p.id, "model": "owner/model", "version": "v1", "input": {}, "status": p.status,
             "output": output, "error": if p.status == "failed" { json!("CUDA out of memory") } else { Value::Null },
@@ -251,6 +289,7 @@ async fn create_prediction(
     }) else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "no image input");
     };
+    fake.inner.lock().unwrap().inputs.push(bytes.clone());
     let mut inner = fake.inner.lock().unwrap();
     inner.next += 1;
     let input_sha = sha(&bytes);
@@ -367,6 +406,11 @@ async fn file(State(fake): State<FakeReplicate>, Path(id): Path<String>) -> Resp
         Some(bytes) => Bytes::from(bytes.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+async fn redirect(axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>) -> Response {
+    let to = q.get("to").cloned().unwrap_or_default();
+    (StatusCode::FOUND, [("location", to)]).into_response()
 }
 
 /// The output file: the input photo, a little changed, in PNG.

@@ -37,6 +37,8 @@ pub struct ShopConfig<'a> {
     /// How far ahead of the machine's (and Postgres') wall clock the shop's
     /// runs, through libfaketime; the monotonic clock is left alone.
     pub clock_ahead: Option<Duration>,
+    /// Where the shop's log (stdout, at `info`) goes instead of nowhere.
+    pub log_to: Option<std::path::PathBuf>,
 }
 
 impl<'a> ShopConfig<'a> {
@@ -48,6 +50,7 @@ impl<'a> ShopConfig<'a> {
             failpoints: None,
             env: Vec::new(),
             clock_ahead: None,
+            log_to: None,
         }
     }
 
@@ -103,6 +106,10 @@ impl Shop {
                 .env("FAKETIME", format!("+{}s", ahead.as_secs()))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_DONT_RESET", "1");
+        }
+        if let Some(path) = &config.log_to {
+            let file = std::fs::File::create(path).expect("the shop's log file");
+            command.env("RUST_LOG", "info").stdout(file);
         }
         match config.failpoints {
             Some(f) => command.env("FAILPOINTS", f),

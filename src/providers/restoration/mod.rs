@@ -5,6 +5,7 @@
 
 pub mod instant;
 pub mod local;
+pub mod outputs;
 pub mod replicate;
 pub mod signature;
 
@@ -205,6 +206,7 @@ pub fn from_settings(
         RestorationProvider::Local => Arc::new(local::LocalRestorer::new(storage)),
         RestorationProvider::Replicate => Arc::new(replicate::ReplicateRestorer::new(
             &settings.replicate,
+            &settings.uploads,
             storage,
             notices,
         )?),

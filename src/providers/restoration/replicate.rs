@@ -15,8 +15,19 @@ use reqwest::{Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
-use crate::{config::ReplicateSettings, storage::Storage};
+use super::{
+    ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer,
+    outputs::{self, OutputPolicy},
+};
+use crate::{
+    config::{ReplicateSettings, UploadSettings},
+    storage::Storage,
+    validation::{self, PhotoKind, PhotoLimits},
+};
+
+/// How much larger than an upload a restored photo may be, in pixels: the
+/// models upscale (4× a side at most).
+const OUTPUT_PIXELS_FACTOR: u64 = 16;
 
 /// Finished predictions that Replicate pushed to the shop's webhook,
 /// broadcast to the attempts of this process that wait on them. A wait that
@@ -63,6 +74,11 @@ pub struct ReplicateRestorer {
     max_output_bytes: u64,
     data_uri_limit: u64,
     storage: Storage,
+    /// Where outputs may come from, and the client that holds to it.
+    outputs: OutputPolicy,
+    output_http: reqwest::Client,
+    /// What an output must be to be stored: a photo within these limits.
+    output_limits: PhotoLimits,
 }
 
 /// The parts of a prediction the shop reads.
@@ -95,9 +111,21 @@ impl Prediction {
 impl ReplicateRestorer {
     pub fn new(
         settings: &ReplicateSettings,
+        uploads: &UploadSettings,
         storage: Storage,
         notices: PredictionNotices,
     ) -> Result<Self, RestoreError> {
+        let outputs =
+            OutputPolicy::new(&settings.output_hosts, &settings.api_base).map_err(RestoreError::permanent)?;
+        let output_http = outputs
+            .client(settings.request_timeout)
+            .map_err(|e| RestoreError::permanent(e.to_string()))?;
+        let output_limits = PhotoLimits {
+            max_file_bytes: settings.max_output_bytes,
+            max_pixels: uploads.max_pixels.saturating_mul(OUTPUT_PIXELS_FACTOR),
+            min_dimension: 1,
+            allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
+        };
         let extra_input = match serde_json::from_str::<Value>(settings.extra_input.trim()) {
             Ok(Value::Object(map)) => map,
             _ if settings.extra_input.trim().is_empty() => Map::new(),
@@ -131,6 +159,9 @@ impl ReplicateRestorer {
             max_output_bytes: settings.max_output_bytes,
             data_uri_limit: settings.data_uri_limit,
             storage,
+            outputs,
+            output_http,
+            output_limits,
         })
     }
 
@@ -268,12 +299,18 @@ impl ReplicateRestorer {
             ErrorKind::Permanent => e,
             _ => e.resuming(prediction),
         };
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| resumable(transport(e)))?;
+        // The output is untrusted: only from the allowed hosts, never the
+        // shop's own network.
+        let parsed =
+            url::Url::parse(url).map_err(|_| RestoreError::permanent("the model's output is not a URL"))?;
+        self.outputs.check(&parsed).map_err(RestoreError::permanent)?;
+        let response = self.output_http.get(parsed).send().await.map_err(|e| {
+            if outputs::refused(&e) {
+                RestoreError::permanent(format!("the model's output was refused: {e}"))
+            } else {
+                resumable(transport(e))
+            }
+        })?;
         if response.status() == StatusCode::NOT_FOUND {
             return Err(RestoreError::transient(
                 "Replicate answered 404 for the output: it is gone; a new prediction is needed",
@@ -307,6 +344,19 @@ impl ReplicateRestorer {
                 ));
             }
             body.extend_from_slice(&chunk);
+        }
+        // Only a photo is stored as the customer's restored photo.
+        let limits = self.output_limits.clone();
+        let (body, checked) = tokio::task::spawn_blocking(move || {
+            let checked = validation::validate(&body, &limits);
+            (body, checked)
+        })
+        .await
+        .map_err(|e| RestoreError::transient(format!("the output check stopped: {e}")))?;
+        if let Err(rejection) = checked {
+            return Err(RestoreError::permanent(format!(
+                "the model's output is not a photo the shop accepts: {rejection}"
+            )));
         }
         let output_key = with_extension_of(&request.output_key, &body);
         let bytes = body.len() as u64;
