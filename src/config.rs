@@ -204,6 +204,9 @@ pub struct HttpSettings {
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
     pub max_concurrent_requests: usize,
+    /// Upload requests at once, a budget of their own: slow uploads can
+    /// never take the slots of checkout, Stripe's webhook or the rest.
+    pub max_concurrent_uploads: usize,
     /// Largest body of the JSON routes (uploads and webhooks have their own).
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
@@ -693,6 +696,9 @@ impl Settings {
 
     fn validate_http(&self) -> Result<(), ConfigError> {
         let h = &self.http;
+        if h.max_concurrent_uploads == 0 {
+            return Err(invalid("http.max_concurrent_uploads", "must be at least 1"));
+        }
         if h.max_concurrent_requests == 0 {
             return Err(invalid("http.max_concurrent_requests", "must be at least 1"));
         }

@@ -56,7 +56,7 @@ async fn error_code(response: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn requests_past_the_concurrency_limit_are_shed_with_retry_after() {
-    let app = spawn_app_with(with(|s| s.http.max_concurrent_requests = 1)).await;
+    let app = spawn_app_with(with(|s| s.http.max_concurrent_uploads = 1)).await;
     let (mut feed, body) = trickle();
     feed.send(Ok(multipart_head("slow.jpg"))).await.unwrap();
     let slow = {
@@ -93,6 +93,65 @@ async fn requests_past_the_concurrency_limit_are_shed_with_retry_after() {
         404,
         "once the slot is free, requests are served again"
     );
+}
+
+/// Slow uploads hold every upload slot; checkout and Stripe's webhook have
+/// their own budget and get through.
+#[tokio::test]
+async fn six_trickling_uploads_do_not_keep_stripes_webhook_out() {
+    let app = spawn_app_with(with(|s| {
+        s.http.max_concurrent_uploads = 6;
+        s.http.max_concurrent_requests = 6;
+    }))
+    .await;
+    let upload = app.upload_photos(1).await;
+    let session = upload["session_id"].as_str().expect("session id").to_owned();
+    let opened: serde_json::Value = app
+        .checkout(&session, Some("slow@example.com"))
+        .await
+        .json()
+        .await
+        .expect("checkout json");
+    let cs = opened["checkout_session_id"]
+        .as_str()
+        .expect("checkout id")
+        .to_owned();
+    let mut feeds = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..6 {
+        let (mut feed, body) = trickle();
+        feed.send(Ok(multipart_head(&format!("slow{i}.jpg"))))
+            .await
+            .unwrap();
+        let request = app
+            .client
+            .post(app.url("/api/upload"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body);
+        slow.push(tokio::spawn(async move { request.send().await }));
+        feeds.push(feed);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = app.client.get(app.url("/api/upload/ups_x")).send().await.unwrap();
+    assert_eq!(shed.status(), 503, "every upload slot is held");
+
+    let event = common::completed_event(&cs, &session, 500);
+    let webhook = app.post_event(&event).await;
+    assert_eq!(webhook.status(), 200, "Stripe's webhook got through");
+    let checkout = app
+        .client
+        .get(app.url(&format!("/api/checkout/{cs}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checkout.status(), 200);
+    drop(feeds);
+    for s in slow {
+        let _ = s.await;
+    }
 }
 
 #[tokio::test]

@@ -71,7 +71,10 @@ pub fn api_router(state: AppState) -> Router {
         http.request_timeout,
     );
     let uploads = middleware::deadline(upload::router(&settings), http.upload_timeout);
-    let router = middleware::shed_load(api.merge(uploads), http.max_concurrent_requests)
+    // Two budgets: uploads (long, slow bodies) never take the slots of
+    // checkout, webhooks and the rest.
+    let router = middleware::shed_load(api, http.max_concurrent_requests)
+        .merge(middleware::shed_load(uploads, http.max_concurrent_uploads))
         .merge(ops::health_router())
         .fallback(|| async { error::ApiError::not_found("page") })
         .method_not_allowed_fallback(|| async {
