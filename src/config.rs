@@ -207,6 +207,12 @@ pub struct HttpSettings {
     /// Upload requests at once, a budget of their own: slow uploads can
     /// never take the slots of checkout, Stripe's webhook or the rest.
     pub max_concurrent_uploads: usize,
+    /// A connection must send a request's headers within this long, or it
+    /// is closed (a client that opens and waits holds nothing).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Open connections per listener; past it new ones wait in the backlog.
+    pub max_connections: usize,
     /// Largest body of the JSON routes (uploads and webhooks have their own).
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
@@ -696,6 +702,12 @@ impl Settings {
 
     fn validate_http(&self) -> Result<(), ConfigError> {
         let h = &self.http;
+        if h.max_connections == 0 || h.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "http.max_connections",
+                "http.max_connections and http.header_read_timeout must be above zero",
+            ));
+        }
         if h.max_concurrent_uploads == 0 {
             return Err(invalid("http.max_concurrent_uploads", "must be at least 1"));
         }

@@ -260,15 +260,15 @@ impl Application {
     /// requests in flight finish (up to a limit), and stops the actors.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let limits = http::serve::Limits {
+            header_read_timeout: self.state.settings.http.header_read_timeout,
+            max_connections: self.state.settings.http.max_connections,
+        };
         let serve = |listener: TcpListener, router: axum::Router| {
             let mut rx = rx.clone();
-            tokio::spawn(
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.changed().await;
-                    })
-                    .into_future(),
-            )
+            tokio::spawn(http::serve::serve(listener, router, limits, async move {
+                let _ = rx.changed().await;
+            }))
         };
         let api = self
             .http

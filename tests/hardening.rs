@@ -371,3 +371,50 @@ async fn a_shop_served_over_https_asks_browsers_to_stay_on_https() {
     let r = plain.client.get(plain.url("/")).send().await.unwrap();
     assert!(!r.headers().contains_key("strict-transport-security"));
 }
+
+/// A connection that sends half a request's headers and waits is closed
+/// by the header-read deadline; the shop keeps serving everyone else.
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(with(|s| s.http.header_read_timeout = Duration::from_secs(2))).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the idle connection was closed within 15 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before its deadline"
+    );
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// Past `http.max_connections` a new connection waits; it is served as
+/// soon as one closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_free_one() {
+    let app = spawn_app_with(with(|s| {
+        s.http.max_connections = 1;
+        s.http.header_read_timeout = Duration::from_secs(2);
+    }))
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let waiting = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(waiting.is_err(), "the only connection slot is held");
+    drop(holder);
+    let served = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+}

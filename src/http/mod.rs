@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod pages;
 pub mod pricing;
+pub mod serve;
 pub mod upload;
 pub mod webhooks;
 
