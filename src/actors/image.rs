@@ -116,25 +116,18 @@ impl Actor for ImageActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let again = msg.clone();
+        let answer_for = match &msg {
+            ImageMsg::PoolResult { attempt, .. } => Some(*attempt),
+            _ => None,
+        };
         // Boxed: the actor's resident task holds only a pointer to the work of
         // one message, not room for the largest one (thousands of photos wait).
-        match Box::pin(state.receive(&myself, msg)).await {
-            Ok(()) => {
-                state.backoff.reset();
-                Ok(())
-            }
-            // Weather: the same step again after a wait, with nothing lost.
-            Err(e) if weather::is_transient(&e) => {
-                let wait = state.backoff.wait();
-                tracing::warn!(error = %e, ?wait, failures = state.backoff.failures(), "a dependency is away; retrying the step");
-                if let ImageMsg::PoolResult { attempt, .. } = &again {
-                    state.waiting_on = Some(*attempt);
-                }
-                myself.send_after(wait, move || again);
-                Ok(())
-            }
-            Err(e) => Err(e),
+        let result = Box::pin(state.receive(&myself, msg)).await;
+        // Weather: the same step again after a wait, with nothing lost.
+        if weather::settle(result, &mut state.backoff, &myself, Some(again))? && answer_for.is_some() {
+            state.waiting_on = answer_for;
         }
+        Ok(())
     }
 }
 

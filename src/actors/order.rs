@@ -124,23 +124,10 @@ impl Actor for OrderActor {
     ) -> Result<(), ActorProcessingErr> {
         let again = msg.again();
         // Boxed, so each live order's task stays small while it waits.
-        match Box::pin(state.receive(&myself, msg)).await {
-            Ok(()) => {
-                state.backoff.reset();
-                Ok(())
-            }
-            // Weather: the same step again after a wait; no restart is spent
-            // and no photo fails because a dependency was away.
-            Err(e) if weather::is_transient(&e) => {
-                let wait = state.backoff.wait();
-                tracing::warn!(error = %e, ?wait, "a dependency is away; retrying the order's step");
-                if let Some(again) = again {
-                    myself.send_after(wait, move || again);
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        let result = Box::pin(state.receive(&myself, msg)).await;
+        // Weather: the same step again after a wait; no restart is spent and
+        // no photo fails because a dependency was away.
+        weather::settle(result, &mut state.backoff, &myself, again).map(drop)
     }
 
     async fn handle_supervisor_evt(

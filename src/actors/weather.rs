@@ -58,6 +58,32 @@ pub fn is_transient(e: &ActorProcessingErr) -> bool {
     false
 }
 
+/// Settles one step's result for an actor: success resets `backoff`;
+/// weather sends `again` (the same step) to `myself` after a jittered wait
+/// and answers `Ok(true)`; a bug is returned, to spend a restart budget.
+pub fn settle<M: ractor::Message>(
+    result: Result<(), ActorProcessingErr>,
+    backoff: &mut Backoff,
+    myself: &ractor::ActorRef<M>,
+    again: Option<M>,
+) -> Result<bool, ActorProcessingErr> {
+    match result {
+        Ok(()) => {
+            backoff.reset();
+            Ok(false)
+        }
+        Err(e) if is_transient(&e) => {
+            let wait = backoff.wait();
+            tracing::warn!(error = %e, ?wait, failures = backoff.failures(), "a dependency is away; retrying the step");
+            if let Some(again) = again {
+                myself.send_after(wait, move || again);
+            }
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Jittered exponential backoff for one actor's retries of one step.
 #[derive(Debug, Clone, Default)]
 pub struct Backoff {
