@@ -60,8 +60,8 @@ struct Accepted {
 pub struct FakeSendGrid {
     pub base: String,
     inner: Arc<Mutex<Inner>>,
-    /// `true` while requests are held; `release()` wakes every waiter at once.
-    hold: Arc<watch::Sender<bool>>,
+    /// Whether requests are held now; `release()` wakes every waiter at once.
+    hold: Arc<watch::Sender<Hold>>,
 }
 
 impl FakeSendGrid {
@@ -75,7 +75,7 @@ impl FakeSendGrid {
             "http://{}",
             listener.local_addr().expect("the fake SendGrid's address")
         );
-        let (hold, _) = watch::channel(false);
+        let (hold, _) = watch::channel(Hold::default());
         let fake = Self {
             base,
             inner: Arc::default(),
@@ -150,12 +150,23 @@ impl FakeSendGrid {
     /// From now on requests wait, unanswered, until `release()`; they count
     /// as received (`requests()`) and as `held()` meanwhile.
     pub fn hold(&self) {
-        self.hold.send_replace(true);
+        self.hold.send_modify(|h| h.holding = true);
     }
 
     /// Lets every held request go on, and stops holding new ones.
     pub fn release(&self) {
-        self.hold.send_replace(false);
+        self.hold.send_modify(|h| h.holding = false);
+    }
+
+    /// Stops holding, and answers every held request 503 without accepting
+    /// it: the connection was cut before SendGrid took the message. A test
+    /// kills the shop while a send is held, then discards it, so that what
+    /// the dead process sent is known exactly.
+    pub fn discard_held(&self) {
+        self.hold.send_modify(|h| {
+            h.holding = false;
+            h.discarded += 1;
+        });
     }
 
     /// Requests waiting for `release()` now.
@@ -206,6 +217,13 @@ pub fn identity(body: &Value) -> String {
     format!("{} / {subject}", to.join(","))
 }
 
+/// The hold switch, and how many times held requests were discarded.
+#[derive(Clone, Copy, Default)]
+struct Hold {
+    holding: bool,
+    discarded: u64,
+}
+
 /// Counts one held request for as long as it waits, even if its client
 /// goes away and the handler is dropped mid-wait.
 struct Held(FakeSendGrid);
@@ -241,11 +259,18 @@ async fn send(State(fake): State<FakeSendGrid>, headers: HeaderMap, body: Bytes)
     fake.lock().requests += 1;
 
     let mut hold = fake.hold.subscribe();
-    let holding = *hold.borrow_and_update();
-    if holding {
+    let at_arrival = *hold.borrow_and_update();
+    if at_arrival.holding {
         let _held = Held::new(&fake);
         // Err only if the sender is gone, which cannot happen while `fake` lives.
-        let _ = hold.wait_for(|holding| !*holding).await;
+        let discarded = hold
+            .wait_for(|h| !h.holding)
+            .await
+            .map(|h| h.discarded != at_arrival.discarded)
+            .unwrap_or(false);
+        if discarded {
+            return errors(StatusCode::SERVICE_UNAVAILABLE, "connection lost", None);
+        }
     }
     let delay = fake.lock().delay;
     if !delay.is_zero() {
