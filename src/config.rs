@@ -220,6 +220,32 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Serve the pages from this directory instead of the embedded copies.
     pub web_dir: String,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers,
+    /// CIDR or single addresses); anyone else's header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub rate_limits: RateLimits,
+}
+
+/// Requests per client IP (IPv6 by /64), per group of routes. Stripe's and
+/// Replicate's webhooks, the pages and the health checks have none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub upload: RateLimit,
+    pub checkout: RateLimit,
+    /// Order views, photos, live progress and new download links.
+    pub orders: RateLimit,
+    /// `GET /download/{token}`: guessing tokens costs a request each.
+    pub tokens: RateLimit,
+    /// Checkouts opened for one upload session, whoever asks.
+    pub checkout_per_session: RateLimit,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_minute`.
+/// `per_minute = 0` turns the limit off.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +290,17 @@ pub struct UploadSettings {
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
     pub allowed_types: Vec<String>,
+    /// Memory one decode may allocate (validation and the engine alike):
+    /// a photo accepted here always decodes when it is restored.
+    pub max_decode_bytes: u64,
+    /// An upload body slower than this on average (after its first
+    /// `min_body_rate_grace`) is cut off with 408: a trickle holds nothing.
+    pub min_body_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub min_body_rate_grace: Duration,
+    /// Where upload parts are spooled while they arrive; empty: the
+    /// system's temporary directory.
+    pub spool_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -493,6 +530,7 @@ impl Settings {
                     .with_list_parse_key("uploads.allowed_types")
                     .with_list_parse_key("http.cors_origins")
                     .with_list_parse_key("replicate.output_hosts")
+                    .with_list_parse_key("http.trusted_proxies")
                     .try_parsing(true)
                     .source(Some(env.iter().cloned().collect())),
             );

@@ -221,6 +221,9 @@ impl Application {
             payments,
             dedup: WebhookDedup::new(&settings.redis),
             limits: Arc::new(PhotoLimits::from_settings(&settings.uploads)),
+            checkouts_per_session: Arc::new(http::rate_limit::KeyedLimit::new(
+                settings.http.rate_limits.checkout_per_session,
+            )),
             decode_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),

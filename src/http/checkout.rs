@@ -56,7 +56,7 @@ impl AppState {
     }
 }
 
-#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 400, description = "not JSON, or not the body described"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id), or a delayed payment is on its way (payment_pending)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email"), (status = 502, description = "the payment provider refused the checkout"), (status = 503, description = "the payment provider is unavailable")))]
+#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 400, description = "not JSON, or not the body described"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id), or a delayed payment is on its way (payment_pending)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email"), (status = 429, description = "too many checkouts from this address or for this session (rate_limited, with Retry-After)"), (status = 502, description = "the payment provider refused the checkout"), (status = 503, description = "the payment provider is unavailable")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateCheckout>, JsonRejection>,
@@ -78,6 +78,13 @@ pub(crate) async fn create(
     };
     let session_id = domain::parse_id(IdKind::UploadSession, &body.session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
+    state.checkouts_per_session.check(&session_id).map_err(|wait| {
+        metrics::counter!("restoreclick_rate_limited_total", "group" => "checkout_per_session").increment(1);
+        super::rate_limit::too_many(
+            wait,
+            "too many checkouts opened for this upload session; retry after the time given",
+        )
+    })?;
     let opened = workflow::open(state.checkout_deps(), session_id, email)
         .await
         .map_err(checkout_error)?;

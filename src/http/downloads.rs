@@ -32,10 +32,14 @@ use crate::{
     zipstream::{self, Entry, write_zip},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/orders/{order_id}/download-links", post(create_link))
-        .route("/download/{token}", get(download))
+/// New download links: an order's route, limited with the orders.
+pub fn links_router() -> Router<AppState> {
+    Router::new().route("/api/orders/{order_id}/download-links", post(create_link))
+}
+
+/// The links themselves, limited on their own (each guess costs a request).
+pub fn token_router() -> Router<AppState> {
+    Router::new().route("/download/{token}", get(download))
 }
 
 #[derive(Debug, Serialize)]

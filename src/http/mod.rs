@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod pages;
 pub mod pricing;
+pub mod rate_limit;
 pub mod serve;
 pub mod upload;
 pub mod webhooks;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentProvider>,
     pub actors: Actors,
     pub limits: Arc<PhotoLimits>,
+    /// Checkouts opened per upload session (each is a call to Stripe).
+    pub checkouts_per_session: Arc<rate_limit::KeyedLimit<uuid::Uuid>>,
     /// Full decodes at once: each can take hundreds of megabytes.
     pub decode_slots: Arc<Semaphore>,
     /// Outgoing HTTP (the dev checkout calling the shop's own webhook).
@@ -55,12 +58,20 @@ pub struct AppState {
 pub fn api_router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let http = &settings.http;
+    let clients = rate_limit::ClientKey::new(&http.trusted_proxies);
+    let limits = &http.rate_limits;
+    let limit = |router, group, l| rate_limit::limit(router, group, l, &clients);
     let mut api = Router::new()
-        .merge(checkout::router())
+        .merge(limit(checkout::router(), "checkout", limits.checkout))
         .merge(pricing::router())
-        .merge(orders::router())
-        .merge(downloads::router())
-        .merge(events::router())
+        .merge(limit(
+            orders::router()
+                .merge(downloads::links_router())
+                .merge(events::router()),
+            "orders",
+            limits.orders,
+        ))
+        .merge(limit(downloads::token_router(), "tokens", limits.tokens))
         .merge(openapi::router())
         .merge(webhooks::router(&settings))
         .merge(pages::router());
@@ -71,7 +82,10 @@ pub fn api_router(state: AppState) -> Router {
         api.layer(DefaultBodyLimit::max(http.json_body_limit)),
         http.request_timeout,
     );
-    let uploads = middleware::deadline(upload::router(&settings), http.upload_timeout);
+    let uploads = middleware::deadline(
+        limit(upload::router(&settings), "upload", limits.upload),
+        http.upload_timeout,
+    );
     // Two budgets: uploads (long, slow bodies) never take the slots of
     // checkout, webhooks and the rest.
     let router = middleware::shed_load(api, http.max_concurrent_requests)

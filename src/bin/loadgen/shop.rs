@@ -75,6 +75,27 @@ impl ShopHandle {
                 "4096".into(),
             ),
             ("RESTORECLICK__DATABASE__MAX_CONNECTIONS".into(), "40".into()),
+            // Every simulated customer comes from 127.0.0.1.
+            (
+                "RESTORECLICK__HTTP__RATE_LIMITS__UPLOAD__PER_MINUTE".into(),
+                "0".into(),
+            ),
+            (
+                "RESTORECLICK__HTTP__RATE_LIMITS__CHECKOUT__PER_MINUTE".into(),
+                "0".into(),
+            ),
+            (
+                "RESTORECLICK__HTTP__RATE_LIMITS__ORDERS__PER_MINUTE".into(),
+                "0".into(),
+            ),
+            (
+                "RESTORECLICK__HTTP__RATE_LIMITS__TOKENS__PER_MINUTE".into(),
+                "0".into(),
+            ),
+            (
+                "RESTORECLICK__HTTP__RATE_LIMITS__CHECKOUT_PER_SESSION__PER_MINUTE".into(),
+                "0".into(),
+            ),
             (
                 "RESTORECLICK__STORAGE__URL".into(),
                 storage.path().join("photos").display().to_string(),
