@@ -50,6 +50,7 @@ fn upload_validation(c: &mut Criterion) {
         max_pixels: 100_000_000,
         min_dimension: 64,
         allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
+        max_decode_bytes: 905_969_664,
     };
     let mut group = c.benchmark_group("upload_validation");
     group.sample_size(20);

@@ -836,6 +836,20 @@ impl Settings {
         if u.session_ttl < Duration::from_secs(60) {
             return Err(invalid("uploads.session_ttl", "must be at least 1m"));
         }
+        // A photo at the pixel limit, 8-bit RGB, must fit in one decode, or
+        // photos inside the limits would be refused as unreadable.
+        if u.max_decode_bytes < u.max_pixels.saturating_mul(3) {
+            return Err(invalid(
+                "uploads.max_decode_bytes",
+                format!(
+                    "must be at least 3 bytes per pixel of uploads.max_pixels ({})",
+                    u.max_pixels.saturating_mul(3)
+                ),
+            ));
+        }
+        if u.min_body_rate_grace < Duration::from_secs(1) && u.min_body_rate > 0 {
+            return Err(invalid("uploads.min_body_rate_grace", "must be at least 1s"));
+        }
         if u.allowed_types.is_empty() {
             return Err(invalid("uploads.allowed_types", "must name at least one type"));
         }

@@ -3,11 +3,13 @@
 //! Judged by its bytes, never by its name or declared type: magic bytes first,
 //! then the header's dimensions (so a decompression bomb is refused before a
 //! single pixel is allocated), then a full decode under `image::Limits`.
-//! CPU-heavy: callers run [`validate`] on the blocking pool.
+//! CPU-heavy: callers run [`validate`] and [`validate_file`] on the
+//! blocking pool. A file is read from where it was spooled, never whole in
+//! memory unless its decoder needs it so.
 
-use std::io::Cursor;
+use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom};
 
-use image::{ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use sha2::{Digest, Sha256};
 
 use crate::config::UploadSettings;
@@ -154,6 +156,8 @@ pub struct PhotoLimits {
     pub max_pixels: u64,
     pub min_dimension: u32,
     pub allowed: Vec<PhotoKind>,
+    /// What one decode may allocate (`uploads.max_decode_bytes`).
+    pub max_decode_bytes: u64,
 }
 
 impl PhotoLimits {
@@ -167,7 +171,16 @@ impl PhotoLimits {
             max_pixels: u.max_pixels,
             min_dimension: u.min_dimension,
             allowed,
+            max_decode_bytes: u.max_decode_bytes,
         }
+    }
+
+    /// The decoder's limits: the same for validation and the engine, so a
+    /// photo accepted at upload always decodes when it is restored.
+    pub fn decoder_limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        limits.max_alloc = Some(self.max_decode_bytes);
+        limits
     }
 
     fn accepted(&self) -> String {
@@ -181,26 +194,73 @@ impl PhotoLimits {
 
 /// Validates one file's bytes.
 pub fn validate(data: &[u8], limits: &PhotoLimits) -> Result<ValidPhoto, Rejection> {
-    if data.is_empty() {
+    let (kind, width, height) = check(Cursor::new(data), data.len() as u64, limits)?;
+    Ok(ValidPhoto {
+        kind,
+        width,
+        height,
+        bytes: data.len() as u64,
+        sha256: hex::encode(Sha256::digest(data)),
+    })
+}
+
+/// Validates a file spooled to disk, whose size and SHA-256 were counted
+/// as it arrived.
+pub fn validate_file(
+    file: &mut std::fs::File,
+    bytes: u64,
+    sha256: String,
+    limits: &PhotoLimits,
+) -> Result<ValidPhoto, Rejection> {
+    let (kind, width, height) = check(file, bytes, limits)?;
+    Ok(ValidPhoto {
+        kind,
+        width,
+        height,
+        bytes,
+        sha256,
+    })
+}
+
+/// The checks, in order of cost: size, magic bytes, header dimensions,
+/// completeness, full decode.
+fn check<R: Read + Seek>(
+    mut source: R,
+    bytes: u64,
+    limits: &PhotoLimits,
+) -> Result<(PhotoKind, u32, u32), Rejection> {
+    if bytes == 0 {
         return Err(Rejection::Empty);
     }
-    if data.len() as u64 > limits.max_file_bytes {
+    if bytes > limits.max_file_bytes {
         return Err(Rejection::TooLarge {
             limit: limits.max_file_bytes,
         });
     }
-    let unsupported = || Rejection::UnsupportedType {
-        accepted: limits.accepted(),
-    };
-    let kind = image::guess_format(data)
+    let unreadable = |e: io::Error| Rejection::Corrupt(format!("the file cannot be read: {e}"));
+    let mut magic = [0u8; 32];
+    source.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+    let seen = read_up_to(&mut source, &mut magic).map_err(unreadable)?;
+    let kind = image::guess_format(&magic[..seen])
         .ok()
         .and_then(PhotoKind::from_format)
         .filter(|k| limits.allowed.contains(k))
-        .ok_or_else(unsupported)?;
-
-    let (width, height) = ImageReader::with_format(Cursor::new(data), kind.format())
-        .into_dimensions()
+        .ok_or_else(|| Rejection::UnsupportedType {
+            accepted: limits.accepted(),
+        })?;
+    // A JPEG's decoder reads its whole input: it is given the image up to
+    // its end marker, not what may trail it.
+    let jpeg_end = match kind {
+        PhotoKind::Jpeg => jpeg_end(&mut source).map_err(unreadable)?,
+        _ => None,
+    };
+    let image = Window::new(&mut source, jpeg_end.unwrap_or(bytes)).map_err(unreadable)?;
+    let mut reader = ImageReader::with_format(BufReader::new(image), kind.format());
+    reader.limits(limits.decoder_limits());
+    let decoder = reader
+        .into_decoder()
         .map_err(|e| Rejection::Corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(Rejection::TooManyPixels {
@@ -216,44 +276,131 @@ pub fn validate(data: &[u8], limits: &PhotoLimits) -> Result<ValidPhoto, Rejecti
             min: limits.min_dimension,
         });
     }
-    if kind == PhotoKind::Jpeg && !jpeg_has_end(data) {
+    if kind == PhotoKind::Jpeg && jpeg_end.is_none() {
         return Err(Rejection::Corrupt(
             "the JPEG data ends before the image does".into(),
         ));
     }
-    decode_fully(data, kind, limits.max_pixels)?;
-    Ok(ValidPhoto {
-        kind,
-        width,
-        height,
-        bytes: data.len() as u64,
-        sha256: hex::encode(Sha256::digest(data)),
+    // Every pixel, within the decode budget: a header that lies or data
+    // cut short is refused here, not when the photo is restored.
+    decode_within(decoder, limits)
+        .map(drop)
+        .map_err(|e| Rejection::Corrupt(e.to_string()))?;
+    Ok((kind, width, height))
+}
+
+/// Decodes every pixel, the whole image counted against the decode budget
+/// before a byte of it is allocated.
+pub fn decode_within(
+    mut decoder: impl ImageDecoder,
+    limits: &PhotoLimits,
+) -> image::ImageResult<DynamicImage> {
+    let mut budget = limits.decoder_limits();
+    budget.reserve(decoder.total_bytes())?;
+    decoder.set_limits(budget)?;
+    DynamicImage::from_decoder(decoder)
+}
+
+/// A stored photo decoded within the budget and turned upright (its EXIF
+/// orientation applied), with the format it was stored in.
+pub fn open_upright(data: &[u8], limits: &PhotoLimits) -> image::ImageResult<(DynamicImage, ImageFormat)> {
+    let mut reader = ImageReader::new(Cursor::new(data)).with_guessed_format()?;
+    reader.limits(limits.decoder_limits());
+    let format = reader.format().ok_or_else(|| {
+        image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
+            image::error::ImageFormatHint::Unknown,
+            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown),
+        ))
+    })?;
+    let mut decoder = reader.into_decoder()?;
+    let orientation = decoder.orientation().ok();
+    let mut image = decode_within(decoder, limits)?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok((image, format))
+}
+
+/// Fills `buf` as far as the source goes.
+fn read_up_to(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Where a complete JPEG ends: just after an end-of-image marker that
+/// follows its last start-of-scan, or `None` when it is cut short. Some
+/// decoders fill a cut-off scan with grey instead of failing, so the check
+/// is made on the bytes. Inside entropy-coded data every 0xFF byte is
+/// stuffed or a restart marker, so 0xFFDA and 0xFFD9 appear only as markers.
+fn jpeg_end(source: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
+    source.seek(SeekFrom::Start(0))?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let (mut offset, mut previous) = (0u64, 0u8);
+    let (mut last_sos, mut last_eoi) = (None, None);
+    loop {
+        let n = source.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        for (i, &byte) in chunk[..n].iter().enumerate() {
+            if previous == 0xFF {
+                let at = offset + i as u64;
+                match byte {
+                    0xDA => last_sos = Some(at),
+                    0xD9 => last_eoi = Some(at),
+                    _ => {}
+                }
+            }
+            previous = byte;
+        }
+        offset += n as u64;
+    }
+    Ok(match (last_sos, last_eoi) {
+        (Some(sos), Some(eoi)) if eoi > sos => Some(eoi + 1),
+        _ => None,
     })
 }
 
-/// Decodes every pixel, with allocations bounded by the pixel limit, so a file
-/// whose header lies or whose data is cut short is refused.
-fn decode_fully(data: &[u8], kind: PhotoKind, max_pixels: u64) -> Result<(), Rejection> {
-    let mut reader = ImageReader::with_format(Cursor::new(data), kind.format());
-    let mut limits = Limits::default();
-    // Up to 16-bit RGBA per pixel, plus the decoder's working room.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(limits);
-    reader
-        .decode()
-        .map(drop)
-        .map_err(|e| Rejection::Corrupt(e.to_string()))
+/// The first `len` bytes of a source, seekable within them.
+struct Window<R> {
+    inner: R,
+    len: u64,
+    pos: u64,
 }
 
-/// A complete JPEG has an end-of-image marker after its last start-of-scan.
-/// Some decoders fill a cut-off scan with grey instead of failing, so the
-/// check is made on the bytes. Inside entropy-coded data every 0xFF byte is
-/// stuffed or a restart marker, so 0xFFDA and 0xFFD9 appear only as markers.
-fn jpeg_has_end(data: &[u8]) -> bool {
-    let last = |marker: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) => eoi > sos,
-        _ => false,
+impl<R: Read + Seek> Window<R> {
+    fn new(mut inner: R, len: u64) -> io::Result<Self> {
+        inner.seek(SeekFrom::Start(0))?;
+        Ok(Self { inner, len, pos: 0 })
+    }
+}
+
+impl<R: Read + Seek> Read for Window<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..take])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Window<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        self.pos = self.inner.seek(SeekFrom::Start(target.min(self.len)))?;
+        Ok(self.pos)
     }
 }
 
@@ -268,6 +415,7 @@ mod tests {
             max_pixels: 4_000_000,
             min_dimension: 16,
             allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
+            max_decode_bytes: 256 << 20,
         }
     }
 

@@ -257,6 +257,44 @@ async fn a_body_that_stalls_is_cut_off_with_408() {
     assert!(app.stored_files().is_empty());
 }
 
+/// A body that keeps arriving, but slower than `uploads.min_body_rate`,
+/// is cut off once it falls behind: a trickle cannot hold an upload slot.
+#[tokio::test]
+async fn an_upload_trickling_below_the_minimum_rate_is_cut_off_with_408() {
+    let app = spawn_app_with(with(|s| {
+        s.uploads.min_body_rate = 4096;
+        s.uploads.min_body_rate_grace = Duration::from_secs(1);
+    }))
+    .await;
+    let (mut feed, body) = trickle();
+    let trickler = tokio::spawn(async move {
+        feed.send(Ok(multipart_head("trickle.jpg"))).await.ok();
+        // 100 bytes every 100 ms: 1 KB/s, a quarter of the minimum.
+        for _ in 0..600 {
+            if feed.send(Ok(Bytes::from_static(&[0xAB; 100]))).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = send_upload(&app, body).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 408);
+    let body: Value = r.json().await.expect("an error body");
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("4 KB/s")),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(10), "cut off after {took:?}");
+    trickler.abort();
+    assert_eq!(app.count("SELECT count(*) FROM file_uploads").await, 0);
+    assert!(app.stored_files().is_empty());
+}
+
 #[tokio::test]
 async fn no_other_site_may_call_the_api_unless_configured() {
     let app = spawn_app_with(Options::default()).await;

@@ -15,6 +15,8 @@ pub mod pages;
 pub mod pricing;
 pub mod rate_limit;
 pub mod serve;
+pub mod spool;
+pub mod stored;
 pub mod upload;
 pub mod webhooks;
 

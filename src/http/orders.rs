@@ -5,10 +5,9 @@
 
 use axum::{
     Json, Router,
-    body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, header},
+    response::Response,
     routing::get,
 };
 use serde::{Deserialize, Serialize};
@@ -231,21 +230,14 @@ pub(crate) async fn photo(
             .ok_or_else(|| ApiError::not_found("restored photo"))?,
         _ => return Err(ApiError::not_found("photo")),
     };
-    let bytes = match state.storage.get(&key).await {
-        Ok(bytes) => bytes,
-        Err(crate::storage::StorageError::NotFound(_)) => return Err(ApiError::not_found("photo")),
-        Err(e) => return Err(e.into()),
-    };
-    let mut response = Body::from(bytes).into_response();
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&image.content_type) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=300"),
-    );
-    Ok(response)
+    super::stored::photo(
+        &state.storage,
+        &key,
+        &image.content_type,
+        "private, max-age=300",
+        "photo",
+    )
+    .await
 }
 
 /// The answer for what a fully refunded order no longer delivers.

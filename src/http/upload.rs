@@ -12,18 +12,19 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Multipart, Path, State, multipart::MultipartRejection},
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
-use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::io::AsyncSeekExt;
 use uuid::Uuid;
 
 use super::{
     AppState,
     error::{ApiError, ApiResult},
+    spool::{self, Spooled},
 };
 use crate::{
     config::Settings,
@@ -85,10 +86,10 @@ pub struct PriceView {
     pub amount_total: i64,
 }
 
-/// One file as it arrived.
+/// One file as it arrived, spooled to disk.
 struct Incoming {
     filename: String,
-    data: Result<Bytes, Rejection>,
+    data: Result<Spooled, Rejection>,
 }
 
 struct UploadForm {
@@ -150,7 +151,7 @@ pub(crate) async fn upload(
         None => Vec::new(),
     };
     let session_id = existing.as_ref().map_or_else(domain::new_id, |s| s.id);
-    let rows = store_files(&state, session_id, &accepted).await?;
+    let rows = store_files(&state, session_id, accepted).await?;
     match commit_files(&state, session_id, existing.is_none(), &rows, now, &voided).await {
         Ok(()) => {}
         Err(e) => {
@@ -167,63 +168,39 @@ pub(crate) async fn upload(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Reads the form, each file part spooled to disk as it arrives.
 async fn read_form(mut multipart: Multipart, settings: &Settings) -> ApiResult<UploadForm> {
-    let limit = settings.uploads.max_file_bytes;
+    let uploads = &settings.uploads;
+    let dir = spool::dir(uploads);
+    let mut pace = spool::pace(uploads);
     let mut form = UploadForm {
         session_id: None,
         files: Vec::new(),
         extra_files: Vec::new(),
     };
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(mut field) = spool::next_field(&mut multipart, &pace).await? {
         match field.name() {
             Some("files" | "files[]" | "file") => {
                 let filename = field.file_name().unwrap_or("photo").to_owned();
-                if form.files.len() >= settings.uploads.max_files {
-                    while field.chunk().await.map_err(multipart_error)?.is_some() {}
+                if form.files.len() >= uploads.max_files {
+                    spool::drain(&mut field, &mut pace).await?;
                     form.extra_files.push(filename);
                     continue;
                 }
-                let mut buf = BytesMut::new();
-                let mut too_large = false;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if too_large || (buf.len() + chunk.len()) as u64 > limit {
-                        too_large = true;
-                        buf.clear();
-                        continue;
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                let data = if too_large {
-                    Err(Rejection::TooLarge { limit })
-                } else {
-                    Ok(buf.freeze())
-                };
+                let data = spool::spool(&mut field, &mut pace, uploads.max_file_bytes, &dir).await?;
                 form.files.push(Incoming { filename, data });
             }
             Some("session_id") => {
-                let text = field.text().await.map_err(multipart_error)?;
+                let text = field.text().await.map_err(spool::multipart_error)?;
                 let text = text.trim();
                 if !text.is_empty() {
                     form.session_id = Some(text.to_owned());
                 }
             }
-            _ => while field.chunk().await.map_err(multipart_error)?.is_some() {},
+            _ => spool::drain(&mut field, &mut pace).await?,
         }
     }
     Ok(form)
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if let Some(timeout) = ApiError::body_timeout(&e) {
-        return timeout;
-    }
-    let status = e.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "request_too_large"
-    } else {
-        "invalid_multipart"
-    };
-    ApiError::new(status, code, e.body_text())
 }
 
 /// An upload session that still takes changes, or the error that says why not.
@@ -268,7 +245,7 @@ async fn check_accepts_changes(
 struct Accepted {
     name: filename::CleanName,
     photo: ValidPhoto,
-    data: Bytes,
+    file: std::fs::File,
 }
 
 /// Validates every file on the blocking pool; all must pass.
@@ -280,11 +257,20 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
             let name = filename::clean(&file.filename).map_err(|e| Rejection::BadName(e.to_string()));
             let result = match (name, file.data) {
                 (Err(rejection), _) | (_, Err(rejection)) => Err(rejection),
-                (Ok(name), Ok(data)) => {
+                (Ok(name), Ok(spooled)) => {
                     let _slot = slots.acquire_owned().await;
-                    let bytes = data.clone();
-                    match tokio::task::spawn_blocking(move || validation::validate(&bytes, &limits)).await {
-                        Ok(Ok(photo)) => Ok(Accepted { name, photo, data }),
+                    let Spooled {
+                        mut file,
+                        bytes,
+                        sha256,
+                    } = spooled;
+                    let checked = tokio::task::spawn_blocking(move || {
+                        validation::validate_file(&mut file, bytes, sha256, &limits)
+                            .map(|photo| (photo, file))
+                    })
+                    .await;
+                    match checked {
+                        Ok(Ok((photo, file))) => Ok(Accepted { name, photo, file }),
                         Ok(Err(rejection)) => Err(rejection),
                         Err(e) => Err(Rejection::Corrupt(format!("the decoder failed: {e}"))),
                     }
@@ -330,13 +316,22 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
     Err(ApiError::new(status, code, message).with_details(json!({"files": details})))
 }
 
-/// Writes the files to temp storage; on failure removes what it wrote.
-async fn store_files(state: &AppState, session_id: Uuid, accepted: &[Accepted]) -> ApiResult<Vec<FileRow>> {
+/// Streams the spooled files to temp storage; on failure removes what it
+/// wrote.
+async fn store_files(state: &AppState, session_id: Uuid, accepted: Vec<Accepted>) -> ApiResult<Vec<FileRow>> {
     let mut rows = Vec::with_capacity(accepted.len());
     for a in accepted {
         let file_id = domain::new_id();
         let key = keys::temp(session_id, file_id, a.photo.kind.ext());
-        if let Err(e) = state.storage.put(&key, a.data.clone()).await {
+        let mut file = tokio::fs::File::from_std(a.file);
+        let stored = match file.seek(std::io::SeekFrom::Start(0)).await {
+            Ok(_) => state.storage.put_reader(&key, file).await.map(drop),
+            Err(source) => Err(crate::storage::StorageError::Write {
+                key: key.clone(),
+                source,
+            }),
+        };
+        if let Err(e) = stored {
             for row in &rows {
                 let row: &FileRow = row;
                 let _ = state.storage.delete(&row.storage_key).await;
@@ -506,22 +501,14 @@ pub(crate) async fn file(
         .into_iter()
         .find(|f| f.id == file_id)
         .ok_or_else(not_found)?;
-    let bytes = match state.storage.get(&row.storage_key).await {
-        Ok(bytes) => bytes,
-        Err(crate::storage::StorageError::NotFound(_)) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, row.content_type),
-            (
-                axum::http::header::CACHE_CONTROL,
-                "private, max-age=3600".to_owned(),
-            ),
-        ],
-        bytes,
+    super::stored::photo(
+        &state.storage,
+        &row.storage_key,
+        &row.content_type,
+        "private, max-age=3600",
+        "file",
     )
-        .into_response())
+    .await
 }
 
 /// The session as the API shows it.

@@ -21,6 +21,12 @@ pub enum StorageError {
     NotFound(String),
     #[error("cannot open storage: {0}")]
     Open(String),
+    #[error("cannot write {key}: {source}")]
+    Write {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storage error on {key}: {source}")]
     Backend {
         key: String,
@@ -41,8 +47,11 @@ impl StorageError {
     }
 }
 
-/// How much of a local file one read takes.
-const READ_CHUNK: usize = 1 << 20;
+/// How much of a local file one read takes. A reader that stops reading
+/// holds about one chunk in the server's write buffer: at 64 KiB, two
+/// hundred stalled downloads pin about 13 MiB, where 1 MiB chunks pinned
+/// 200 MiB.
+const READ_CHUNK: usize = 64 << 10;
 /// The part size of streamed writes.
 const WRITE_PART: usize = 5 << 20;
 
@@ -198,6 +207,36 @@ impl Storage {
         // writer fed faster than storage takes it waits instead of buffering.
         object_store::buffered::BufWriter::with_capacity(self.store.clone(), Path::from(key), WRITE_PART)
             .with_max_concurrency(2)
+    }
+
+    /// Streams `reader` into `key` (a part at a time, never whole in
+    /// memory); on failure nothing is left under `key`. Returns the size.
+    pub async fn put_reader(
+        &self,
+        key: &str,
+        mut reader: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<u64, StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let mut writer = self.writer(key);
+        let written = async {
+            let n = tokio::io::copy(&mut reader, &mut writer).await?;
+            writer.shutdown().await?;
+            Ok::<u64, std::io::Error>(n)
+        }
+        .await;
+        match written {
+            Ok(n) => {
+                self.usage.record(key, n as i64);
+                Ok(n)
+            }
+            Err(source) => {
+                let _ = writer.abort().await;
+                Err(StorageError::Write {
+                    key: key.to_owned(),
+                    source,
+                })
+            }
+        }
     }
 
     /// The object's size, or `None` when it does not exist.

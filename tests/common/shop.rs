@@ -138,6 +138,19 @@ impl Shop {
         }
     }
 
+    /// The process's resident memory now and at its peak, in bytes
+    /// (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(self.status_path()).expect("the shop's /proc status");
+        let field = |name| status_field(&status, name).unwrap_or_else(|| panic!("{name} in /proc status"));
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// `/proc/<pid>/status` of the shop.
+    pub fn status_path(&self) -> std::path::PathBuf {
+        format!("/proc/{}/status", self.child.id()).into()
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal the shop");
     }
@@ -254,4 +267,17 @@ impl Drop for Shop {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The resident memory in a `/proc/<pid>/status` file, in bytes.
+pub fn rss_of(status_path: &Path) -> Option<u64> {
+    status_field(&std::fs::read_to_string(status_path).ok()?, "VmRSS:")
+}
+
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }

@@ -5,14 +5,19 @@
 use std::{io::Cursor, sync::Arc};
 
 use futures::future::BoxFuture;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageFormat};
 use tokio::sync::Semaphore;
 
 use super::{RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
-use crate::storage::Storage;
+use crate::{
+    storage::Storage,
+    validation::{self, PhotoLimits},
+};
 
 pub struct LocalRestorer {
     storage: Storage,
+    /// The same decode budget as validation at upload.
+    limits: Arc<PhotoLimits>,
     /// The engine is CPU-bound (its tiles already use every core) and holds
     /// the decoded photo and its output: more runs than cores only add
     /// memory, so they queue here.
@@ -20,32 +25,21 @@ pub struct LocalRestorer {
 }
 
 impl LocalRestorer {
-    pub fn new(storage: Storage) -> Self {
+    pub fn new(storage: Storage, limits: PhotoLimits) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             storage,
+            limits: Arc::new(limits),
             engines: Arc::new(Semaphore::new(cores)),
         }
     }
 }
 
-/// Decodes, restores and encodes one photo.
-pub fn restore_bytes(data: &[u8]) -> Result<(Vec<u8>, ImageFormat), RestoreError> {
-    let reader = ImageReader::new(Cursor::new(data))
-        .with_guessed_format()
-        .map_err(|e| RestoreError::permanent(format!("unreadable photo: {e}")))?;
-    let format = reader
-        .format()
-        .ok_or_else(|| RestoreError::permanent("unknown photo format"))?;
-    let mut decoder = reader
-        .into_decoder()
+/// Decodes (within the upload's decode budget), restores and encodes one
+/// photo.
+pub fn restore_bytes(data: &[u8], limits: &PhotoLimits) -> Result<(Vec<u8>, ImageFormat), RestoreError> {
+    let (image, format) = validation::open_upright(data, limits)
         .map_err(|e| RestoreError::permanent(format!("undecodable photo: {e}")))?;
-    let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| RestoreError::permanent(format!("undecodable photo: {e}")))?;
-    if let Some(orientation) = orientation {
-        image.apply_orientation(orientation);
-    }
     let (restored, report) = crate::restoration::restore(&image);
     tracing::debug!(?report, "restored by the local engine");
     let mut out = Cursor::new(Vec::new());
@@ -79,7 +73,8 @@ impl Restorer for LocalRestorer {
                 .await
                 .map_err(|e| RestoreError::transient(format!("the engine is shutting down: {e}")))?;
             let input = self.storage.get(&request.input_key).await?;
-            let (output, _) = tokio::task::spawn_blocking(move || restore_bytes(&input))
+            let limits = self.limits.clone();
+            let (output, _) = tokio::task::spawn_blocking(move || restore_bytes(&input, &limits))
                 .await
                 .map_err(|e| RestoreError::transient(format!("the engine stopped: {e}")))??;
             let bytes = output.len() as u64;
@@ -95,6 +90,17 @@ impl Restorer for LocalRestorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validation::PhotoKind;
+
+    fn limits(max_decode_bytes: u64) -> PhotoLimits {
+        PhotoLimits {
+            max_file_bytes: 10 << 20,
+            max_pixels: 10_000_000,
+            min_dimension: 16,
+            allowed: vec![PhotoKind::Jpeg, PhotoKind::Png],
+            max_decode_bytes,
+        }
+    }
 
     #[test]
     fn restores_a_jpeg_to_a_jpeg_of_the_same_size() {
@@ -103,7 +109,7 @@ mod tests {
             .write_to(&mut input, ImageFormat::Jpeg)
             .unwrap();
         let input = input.into_inner();
-        let (output, format) = restore_bytes(&input).unwrap();
+        let (output, format) = restore_bytes(&input, &limits(64 << 20)).unwrap();
         assert_eq!(format, ImageFormat::Jpeg);
         assert_ne!(output, input);
         let decoded = image::load_from_memory(&output).unwrap();
@@ -112,7 +118,31 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_photo() {
-        let err = restore_bytes(b"nope").unwrap_err();
+        let err = restore_bytes(b"nope", &limits(64 << 20)).unwrap_err();
         assert_eq!(err.kind, super::super::ErrorKind::Permanent);
+    }
+
+    /// The engine and validation share one budget: what one accepts the
+    /// other decodes, and what is over it is refused at upload already.
+    #[test]
+    fn the_engine_decodes_within_the_budget_validation_applied() {
+        let mut input = Cursor::new(Vec::new());
+        crate::restoration::synthetic(200, 200, false)
+            .write_to(&mut input, ImageFormat::Png)
+            .unwrap();
+        let input = input.into_inner();
+        // 200 × 200 RGB is 120,000 bytes decoded.
+        let tight = limits(100_000);
+        assert_eq!(
+            validation::validate(&input, &tight).unwrap_err().code(),
+            "invalid_image"
+        );
+        assert_eq!(
+            restore_bytes(&input, &tight).unwrap_err().kind,
+            super::super::ErrorKind::Permanent
+        );
+        let roomy = limits(1 << 20);
+        assert!(validation::validate(&input, &roomy).is_ok());
+        assert!(restore_bytes(&input, &roomy).is_ok());
     }
 }

@@ -203,7 +203,10 @@ pub fn from_settings(
     use crate::config::RestorationProvider;
     Ok(match settings.restoration_provider() {
         RestorationProvider::Instant => Arc::new(instant::InstantRestorer::new(storage)),
-        RestorationProvider::Local => Arc::new(local::LocalRestorer::new(storage)),
+        RestorationProvider::Local => Arc::new(local::LocalRestorer::new(
+            storage,
+            crate::validation::PhotoLimits::from_settings(&settings.uploads),
+        )),
         RestorationProvider::Replicate => Arc::new(replicate::ReplicateRestorer::new(
             &settings.replicate,
             &settings.uploads,

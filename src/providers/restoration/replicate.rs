@@ -125,6 +125,7 @@ impl ReplicateRestorer {
             max_pixels: uploads.max_pixels.saturating_mul(OUTPUT_PIXELS_FACTOR),
             min_dimension: 1,
             allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
+            max_decode_bytes: uploads.max_decode_bytes.saturating_mul(OUTPUT_PIXELS_FACTOR),
         };
         let extra_input = match serde_json::from_str::<Value>(settings.extra_input.trim()) {
             Ok(Value::Object(map)) => map,
