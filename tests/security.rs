@@ -154,3 +154,73 @@ async fn no_token_or_id_from_a_url_reaches_the_log() {
     );
     assert!(checkout["status"].is_string());
 }
+
+/// No GPS leaves the shop: what Replicate receives and what is stored as
+/// the restored photo are upright and carry no EXIF; the original keeps its
+/// own, as the customer sent it.
+#[tokio::test]
+async fn no_gps_reaches_replicate_or_the_restored_photo() {
+    let fake = FakeReplicate::start().await;
+    // The model answers with a photo of its own that also carries GPS.
+    fake.output_bytes(common::photos::with_gps(common::photos::jpeg(96, 64), 1));
+    let app = spawn_app_with(Options {
+        replicate: Some(fake.clone()),
+        ..Default::default()
+    })
+    .await;
+    // Taken with the camera turned: EXIF orientation 6 (a quarter turn).
+    let turned = common::photos::with_gps(common::photos::jpeg(120, 80), 6);
+    let flat = common::photos::with_gps(common::photos::png(90, 72), 1);
+    let (_, order, token) = app
+        .order_of(vec![("turned.jpg", turned.clone()), ("flat.png", flat.clone())])
+        .await;
+    let body = wait_for_order(&app, &order, &token, &["completed"], Duration::from_secs(30)).await;
+
+    let inputs = fake.inputs();
+    assert_eq!(inputs.len(), 2);
+    assert!(
+        inputs.iter().all(|i| !common::photos::tells_where(i)),
+        "no EXIF or GPS sent"
+    );
+    let dims: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            image::load_from_memory(i)
+                .map(|p| (p.width(), p.height()))
+                .expect("a photo")
+        })
+        .collect();
+    assert!(
+        dims.contains(&(80, 120)),
+        "the turned photo is sent upright: {dims:?}"
+    );
+    assert!(dims.contains(&(90, 72)), "{dims:?}");
+
+    for image in body["images"].as_array().expect("images") {
+        let restored = image["restored_url"].as_str().expect("restored url");
+        let bytes = app
+            .client
+            .get(app.url(restored))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("the restored photo")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert!(image::load_from_memory(&bytes).is_ok(), "a photo");
+        assert!(!common::photos::tells_where(&bytes), "no EXIF or GPS stored");
+        let original = image["original_url"].as_str().expect("original url");
+        let bytes = app
+            .client
+            .get(app.url(original))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("the original")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert!(common::photos::tells_where(&bytes), "the original keeps its EXIF");
+    }
+}

@@ -61,6 +61,8 @@ struct Inner {
     cancelled: Vec<String>,
     files: HashMap<String, Vec<u8>>,
     next: u64,
+    /// What every new prediction outputs instead of its input.
+    output_bytes: Option<Vec<u8>>,
 }
 
 /// Where and how the fake posts completions: (secret, shop base URL, delay).
@@ -134,6 +136,11 @@ impl FakeReplicate {
     /// Every succeeded prediction names `url` as its output from now on.
     pub fn output_url(&self, url: &str) {
         *self.forced_output.lock().unwrap() = Some(url.to_owned());
+    }
+
+    /// Every new prediction outputs `bytes` instead of its input.
+    pub fn output_bytes(&self, bytes: Vec<u8>) {
+        self.inner.lock().unwrap().output_bytes = Some(bytes);
     }
 
     /// `{base}/redirect?to=…`: a URL on the fake that answers 302 to `to`.
@@ -299,7 +306,7 @@ async fn create_prediction(
         polls: 0,
         fail: inner.failing.contains(&input_sha),
         input_sha: input_sha.clone(),
-        output: Some(bytes),
+        output: Some(inner.output_bytes.clone().unwrap_or(bytes)),
         input_name: name,
     };
     inner.created.push(input_sha);

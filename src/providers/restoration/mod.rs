@@ -5,6 +5,7 @@
 
 pub mod instant;
 pub mod local;
+pub mod metadata;
 pub mod outputs;
 pub mod replicate;
 pub mod signature;

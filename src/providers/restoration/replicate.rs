@@ -10,13 +10,14 @@
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture};
 use reqwest::{Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer,
+    ErrorKind, RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer, metadata,
     outputs::{self, OutputPolicy},
 };
 use crate::{
@@ -79,6 +80,8 @@ pub struct ReplicateRestorer {
     output_http: reqwest::Client,
     /// What an output must be to be stored: a photo within these limits.
     output_limits: PhotoLimits,
+    /// The uploads' limits, for the photos sent as inputs.
+    input_limits: PhotoLimits,
 }
 
 /// The parts of a prediction the shop reads.
@@ -163,16 +166,27 @@ impl ReplicateRestorer {
             outputs,
             output_http,
             output_limits,
+            input_limits: PhotoLimits::from_settings(uploads),
         })
+    }
+
+    /// `photo` without its metadata, on the blocking pool.
+    async fn stripped(&self, photo: Bytes, limits: PhotoLimits) -> Result<Bytes, RestoreError> {
+        tokio::task::spawn_blocking(move || metadata::strip(photo, &limits))
+            .await
+            .map_err(|e| RestoreError::transient(format!("the metadata strip stopped: {e}")))?
+            .map_err(|e| RestoreError::permanent(e.to_string()))
     }
 
     fn auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.bearer_auth(&self.token)
     }
 
-    /// The image as the model's input: inline when small, else uploaded first.
+    /// The image as the model's input, upright and without its metadata
+    /// (no GPS leaves the shop): inline when small, else uploaded first.
     async fn image_input(&self, request: &RestoreRequest) -> Result<String, RestoreError> {
-        let bytes = self.storage.get(&request.input_key).await?;
+        let original = self.storage.get(&request.input_key).await?;
+        let bytes = self.stripped(original, self.input_limits.clone()).await?;
         if bytes.len() as u64 <= self.data_uri_limit {
             let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
             return Ok(format!("data:{};base64,{data}", request.content_type));
@@ -359,9 +373,10 @@ impl ReplicateRestorer {
                 "the model's output is not a photo the shop accepts: {rejection}"
             )));
         }
+        let body = self.stripped(body.into(), self.output_limits.clone()).await?;
         let output_key = with_extension_of(&request.output_key, &body);
         let bytes = body.len() as u64;
-        self.storage.put(&output_key, body.into()).await?;
+        self.storage.put(&output_key, body).await?;
         Ok(Restored { output_key, bytes })
     }
 }
