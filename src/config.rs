@@ -213,6 +213,9 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// Open connections per listener; past it new ones wait in the backlog.
     pub max_connections: usize,
+    /// Live-progress streams open at once, in all and per order.
+    pub max_event_streams: usize,
+    pub max_event_streams_per_order: usize,
     /// Largest body of the JSON routes (uploads and webhooks have their own).
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
@@ -740,6 +743,12 @@ impl Settings {
 
     fn validate_http(&self) -> Result<(), ConfigError> {
         let h = &self.http;
+        if h.max_event_streams == 0 || h.max_event_streams_per_order == 0 {
+            return Err(invalid(
+                "http.max_event_streams",
+                "max_event_streams and max_event_streams_per_order must be at least 1",
+            ));
+        }
         if h.max_connections == 0 || h.header_read_timeout.is_zero() {
             return Err(invalid(
                 "http.max_connections",

@@ -221,6 +221,11 @@ impl Application {
             payments,
             dedup: WebhookDedup::new(&settings.redis),
             limits: Arc::new(PhotoLimits::from_settings(&settings.uploads)),
+            event_streams: http::events::StreamSlots::new(
+                settings.http.max_event_streams,
+                settings.http.max_event_streams_per_order,
+            ),
+            order_feed: crate::db::order_feed::OrderFeed::start(db.clone()),
             checkouts_per_session: Arc::new(http::rate_limit::KeyedLimit::new(
                 settings.http.rate_limits.checkout_per_session,
             )),

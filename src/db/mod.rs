@@ -16,6 +16,7 @@ pub mod events;
 pub mod jobs;
 pub mod leases;
 pub mod monitor;
+pub mod order_feed;
 pub mod orders;
 pub mod refunds;
 pub mod uploads;

@@ -41,6 +41,10 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentProvider>,
     pub actors: Actors,
     pub limits: Arc<PhotoLimits>,
+    /// Open live-progress streams, capped per order and in all.
+    pub event_streams: Arc<events::StreamSlots>,
+    /// Wake-ups for live-progress streams, from Postgres NOTIFY.
+    pub order_feed: crate::db::order_feed::OrderFeed,
     /// Checkouts opened per upload session (each is a call to Stripe).
     pub checkouts_per_session: Arc<rate_limit::KeyedLimit<uuid::Uuid>>,
     /// Full decodes at once: each can take hundreds of megabytes.
