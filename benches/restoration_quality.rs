@@ -29,6 +29,8 @@ struct Sample {
     name: String,
     clean: RgbImage,
     aged: RgbImage,
+    /// The pixels the ageing's scratches and specks covered.
+    mask: Vec<bool>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -36,11 +38,17 @@ struct Scores {
     psnr: f64,
     ssim: f64,
     ms_per_mp: f64,
+    /// How visible the defects still are (grey levels; 0 invisible).
+    visibility: Option<f64>,
 }
 
 fn samples(root: &Path) -> Vec<Sample> {
     let mut out = Vec::new();
-    for (set, dir) in [("tuning", "var/samples"), ("held-out", "var/samples-held-out")] {
+    for (set, dir) in [
+        ("tuning", "var/samples"),
+        ("held-out", "var/samples-held-out"),
+        ("as-is", "var/samples-as-is"),
+    ] {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -49,13 +57,20 @@ fn samples(root: &Path) -> Vec<Sample> {
             let Ok(clean) = image::open(&path) else { continue };
             let clean = clean.to_rgb8();
             let seed = out.len() as u64 + 1;
+            // Clean photos come as a modern scan would: a light JPEG, no damage.
+            let (aged, mask) = if set == "as-is" {
+                (quality::jpeg(&clean, 90), vec![false; clean.len() / 3])
+            } else {
+                quality::degrade_with_mask(&clean, seed)
+            };
             out.push(Sample {
                 set,
                 name: path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                aged: quality::degrade(&clean, seed),
+                aged,
+                mask,
                 clean,
             });
         }
@@ -63,12 +78,14 @@ fn samples(root: &Path) -> Vec<Sample> {
     out
 }
 
-fn score(clean: &RgbImage, result: &RgbImage, seconds: f64) -> Scores {
+fn score(sample: &Sample, result: &RgbImage, seconds: f64) -> Scores {
+    let clean = &sample.clean;
     let mp = f64::from(clean.width() * clean.height()) / 1e6;
     Scores {
         psnr: quality::psnr(clean, result),
         ssim: quality::ssim(clean, result),
         ms_per_mp: seconds * 1000.0 / mp,
+        visibility: quality::defect_visibility(clean, result, &sample.mask),
     }
 }
 
@@ -100,6 +117,16 @@ fn opencv(aged_dir: &Path, out_dir: &Path, root: &Path) -> Option<Vec<(String, f
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = values.collect();
     v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The mean to one decimal, or a dash when there is nothing to average.
+fn mean_of(values: impl Iterator<Item = f64>) -> String {
+    let v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        "—".into()
+    } else {
+        format!("{:.1}", mean(v.into_iter()))
+    }
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -233,18 +260,43 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "| set | photo | size | PSNR aged | PSNR OpenCV | PSNR engine | SSIM aged | SSIM OpenCV | SSIM engine | ms/MP OpenCV | ms/MP engine |"
+        "| set | photo | size | PSNR aged | PSNR OpenCV | PSNR engine | SSIM aged | SSIM OpenCV | SSIM engine | defects aged | defects OpenCV | defects engine | found: precision / recall | ms/MP OpenCV | ms/MP engine |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let mut table: Vec<(&str, Scores, Option<Scores>, Scores)> = Vec::new();
     for (s, engine, seconds, cv) in &rows {
-        let aged = score(&s.clean, &s.aged, 0.0);
-        let ours = score(&s.clean, engine, *seconds);
-        let theirs = cv.as_ref().map(|(img, secs)| score(&s.clean, img, *secs));
+        let aged = score(s, &s.aged, 0.0);
+        let ours = score(s, engine, *seconds);
+        let theirs = cv.as_ref().map(|(img, secs)| score(s, img, *secs));
         let cell = |v: Option<f64>, digits: usize| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
+        let found = restoration::defect_mask(&DynamicImage::ImageRgb8(s.aged.clone()));
+        if let Some(dir) = &keep {
+            // The true and found masks (white where defective) and the result.
+            let (w, h) = (s.clean.width(), s.clean.height());
+            let as_image = |m: &[bool]| {
+                image::GrayImage::from_fn(w, h, |x, y| {
+                    image::Luma([if m[(y * w + x) as usize] { 255 } else { 0 }])
+                })
+            };
+            for (sub, img) in [("mask", as_image(&s.mask)), ("found", as_image(&found))] {
+                let _ = std::fs::create_dir_all(dir.join(sub));
+                let _ = img.save(dir.join(sub).join(format!("{}.png", s.name)));
+            }
+            let _ = std::fs::create_dir_all(dir.join("engine"));
+            let _ = engine.save(dir.join("engine").join(format!("{}.png", s.name)));
+        }
+        let (precision, recall) = quality::precision_recall(
+            &found,
+            &s.mask,
+            s.clean.width() as usize,
+            s.clean.height() as usize,
+        );
         let _ = writeln!(
             md,
-            "| {} | {} | {}×{} | {:.2} | {} | {:.2} | {:.3} | {} | {:.3} | {} | {:.0} |",
+            "| {} | {} | {}×{} | {:.2} | {} | {:.2} | {:.3} | {} | {:.3} | {} | {} | {} | {:.2} / {:.2} | {} | {:.0} |",
             s.set,
             s.name,
             s.clean.width(),
@@ -255,6 +307,11 @@ fn main() {
             aged.ssim,
             cell(theirs.map(|t| t.ssim), 3),
             ours.ssim,
+            cell(aged.visibility, 1),
+            cell(theirs.and_then(|t| t.visibility), 1),
+            cell(ours.visibility, 1),
+            precision,
+            recall,
             cell(theirs.map(|t| t.ms_per_mp), 0),
             ours.ms_per_mp
         );
@@ -263,10 +320,10 @@ fn main() {
     let _ = writeln!(md);
     let _ = writeln!(
         md,
-        "| photos | mean PSNR gain OpenCV | mean PSNR gain engine | mean SSIM aged | mean SSIM OpenCV | mean SSIM engine | worse in PSNR: OpenCV | worse in PSNR: engine | median ms/MP OpenCV | median ms/MP engine |"
+        "| photos | mean PSNR gain OpenCV | mean PSNR gain engine | mean SSIM aged | mean SSIM OpenCV | mean SSIM engine | mean defects aged | mean defects OpenCV | mean defects engine | worse in PSNR: OpenCV | worse in PSNR: engine | median ms/MP OpenCV | median ms/MP engine |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
-    for set in ["tuning", "held-out", "all"] {
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for set in ["tuning", "held-out", "as-is", "all"] {
         let part: Vec<_> = table.iter().filter(|r| set == "all" || r.0 == set).collect();
         if part.is_empty() {
             continue;
@@ -288,13 +345,20 @@ fn main() {
             .count();
         let _ = writeln!(
             md,
-            "| {set} ({}) | {} dB | {:+.2} dB | {:.3} | {} | {:.3} | {} | {} of {} | {} | {:.0} |",
+            "| {set} ({}) | {} dB | {:+.2} dB | {:.3} | {} | {:.3} | {} | {} | {} | {} | {} of {} | {} | {:.0} |",
             part.len(),
             cv(&|aged, t| t.psnr - aged.psnr),
             mean(part.iter().map(|r| r.3.psnr - r.1.psnr)),
             mean(part.iter().map(|r| r.1.ssim)),
             cv(&|_, t| t.ssim),
             mean(part.iter().map(|r| r.3.ssim)),
+            mean_of(part.iter().filter_map(|r| r.1.visibility)),
+            if cv_known {
+                mean_of(part.iter().filter_map(|r| r.2.and_then(|t| t.visibility)))
+            } else {
+                "—".into()
+            },
+            mean_of(part.iter().filter_map(|r| r.3.visibility)),
             if cv_known {
                 format!("{worse_cv} of {}", part.len())
             } else {

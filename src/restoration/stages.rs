@@ -34,7 +34,7 @@ impl Rect {
         }
     }
 
-    fn contains(&self, x: usize, y: usize) -> bool {
+    pub(crate) fn contains(&self, x: usize, y: usize) -> bool {
         x >= self.x && y >= self.y && x < self.x + self.width && y < self.y + self.height
     }
 }
@@ -133,75 +133,12 @@ pub fn defect_distances(luma: &[f32], w: usize, h: usize, core: Rect) -> Vec<u64
     histogram
 }
 
-/// Finds dust, specks and thin scratches (pixels more than `threshold`
-/// from their 5×5 median), widens the mask by one pixel, and fills each
-/// masked pixel with the median of its unmasked neighbours. Returns the
-/// number of pixels filled inside `core`.
+/// Finds dust, specks, scratches and hairs and rebuilds them from their
+/// surroundings (`defects`). Returns the number of pixels filled inside
+/// `core`.
 pub fn fill_defects(p: &mut Planes, threshold: f32, core: Rect) -> usize {
-    let (w, h) = (p.width, p.height);
-    if w < 5 || h < 5 {
-        return 0;
-    }
-    let luma = p.luma();
-    let median = median_filter(&luma, w, h, 2);
-    let seeds: Vec<bool> = luma
-        .iter()
-        .zip(&median)
-        .map(|(l, m)| (l - m).abs() > threshold)
-        .collect();
-    if !seeds.contains(&true) {
-        return 0;
-    }
-    let mut mask = vec![false; seeds.len()];
-    for y in 0..h {
-        for x in 0..w {
-            if seeds[y * w + x] {
-                for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
-                    for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
-                        mask[yy * w + xx] = true;
-                    }
-                }
-            }
-        }
-    }
-    let mut filled = 0;
-    let mut window = Vec::with_capacity(49);
-    for ch in 0..3 {
-        let src = p.c[ch].clone();
-        for y in 0..h {
-            for x in 0..w {
-                let i = y * w + x;
-                if !mask[i] {
-                    continue;
-                }
-                window.clear();
-                for r in [2usize, 3] {
-                    for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
-                        for xx in x.saturating_sub(r)..=(x + r).min(w - 1) {
-                            if !mask[yy * w + xx] {
-                                window.push(src[yy * w + xx]);
-                            }
-                        }
-                    }
-                    if window.len() >= 4 {
-                        break;
-                    }
-                    window.clear();
-                }
-                let value = if window.is_empty() {
-                    median[i]
-                } else {
-                    let mid = window.len() / 2;
-                    *window.select_nth_unstable_by(mid, f32::total_cmp).1
-                };
-                p.c[ch][i] = value;
-                if ch == 0 && core.contains(x, y) {
-                    filled += 1;
-                }
-            }
-        }
-    }
-    filled
+    let mask = super::defects::find(p, threshold);
+    super::defects::fill(p, &mask, core)
 }
 
 /// [`fill_defects`] on a whole photo, with the threshold from its noise and

@@ -1,0 +1,338 @@
+//! Dust, specks and scratches: found by their shape against the photo's
+//! own content, and rebuilt from their surroundings.
+//!
+//! Finding. A scratch is a thin line of either polarity at any angle; a
+//! speck is a small blob. Both vanish under a median taken *across* them,
+//! while an edge of the picture survives a median in every direction. So
+//! each pixel's residual against 1-D medians of 11 pixels in four
+//! directions (0°, 45°, 90°, 135°) is taken, and the largest one in
+//! magnitude is its defect response (a line up to 5 px wide, smeared by
+//! JPEG, disappears in the median across it). Pixels whose response is
+//! beyond the noise (`threshold`) are seeds; pixels of the same polarity
+//! beyond 40 % of it grow them (hysteresis), so the faint, smeared flanks
+//! of a scratch are caught with its core. Then each connected piece is
+//! judged by its shape: small compact blobs are dust, long thin pieces are
+//! scratches or hairs, and anything else (a cluster of texture, a corner
+//! of a window frame, a thick stroke) is the picture's own and is kept.
+//!
+//! Filling. The mask is widened by a pixel (JPEG rings past a defect) and
+//! filled from the outside in, layer by layer: each pixel takes the
+//! distance-weighted mean of the known pixels around it, then counts as
+//! known for the next layer. A thin defect is rebuilt from both its sides.
+
+use super::{planes::Planes, stages::Rect};
+
+/// Pixels each 1-D median reaches either side (a line up to 5 px wide
+/// vanishes in it).
+const REACH: isize = 5;
+/// Pixels the line evidence is averaged over, either side, along the line.
+const ALONG: isize = 4;
+/// Line evidence counts from this share of the dust threshold: averaged
+/// along the line, grain and noise are that much fainter.
+const LINE_SHARE: f32 = 1.0;
+/// Weak pixels grow seeds from this share of their threshold up.
+const HYSTERESIS: f32 = 0.6;
+/// Steps a defect grows over weak evidence.
+const GROW: usize = 1;
+/// A blob this small (pixels) is dust…
+const DUST_AREA: usize = 30;
+/// …when it fills at least this share of its bounding box.
+const DUST_FILL: f32 = 0.35;
+/// A piece this long (pixels, along its longer side) may be a scratch…
+const SCRATCH_LENGTH: usize = 30;
+/// …when it is on average at most this wide.
+const SCRATCH_WIDTH: f32 = 5.0;
+
+/// Line directions (dx, dy); the median is taken across each, the
+/// evidence averaged along it.
+const DIRECTIONS: [(isize, isize); 4] = [(1, 0), (0, 1), (1, 1), (1, -1)];
+
+/// Each pixel's defect evidence, as a multiple of the threshold it must
+/// pass (above 1: a seed), signed by polarity: the stronger of its blob
+/// evidence (the residual against 1-D medians in every direction, the
+/// weakest of them) and its line evidence (the residual against the
+/// median across a direction, averaged along it).
+pub fn evidence(luma: &[f32], w: usize, h: usize, threshold: f32) -> Vec<f32> {
+    let at = |x: isize, y: isize| -> Option<usize> {
+        (x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h).then(|| y as usize * w + x as usize)
+    };
+    // Residuals against the median across each line direction.
+    let mut residuals = vec![vec![0.0f32; luma.len()]; DIRECTIONS.len()];
+    let mut window = Vec::with_capacity(2 * REACH as usize + 1);
+    for (d, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
+        let (ax, ay) = (-dy, dx); // across the line
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                window.clear();
+                for k in -REACH..=REACH {
+                    if let Some(j) = at(x + k * ax, y + k * ay) {
+                        window.push(luma[j]);
+                    }
+                }
+                let mid = window.len() / 2;
+                let median = *window.select_nth_unstable_by(mid, f32::total_cmp).1;
+                let i = y as usize * w + x as usize;
+                residuals[d][i] = luma[i] - median;
+            }
+        }
+    }
+    let line_threshold = threshold * LINE_SHARE;
+    let mut out = vec![0.0f32; luma.len()];
+    for y in 0..h as isize {
+        for x in 0..w as isize {
+            let i = y as usize * w + x as usize;
+            // Blob: every direction's residual of one sign; the weakest.
+            let (lo, hi) = residuals
+                .iter()
+                .map(|r| r[i])
+                .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let weakest = if lo > 0.0 {
+                lo
+            } else if hi < 0.0 {
+                hi
+            } else {
+                0.0
+            };
+            let blob = weakest / threshold;
+            // Line: the residual across, averaged along, in the best direction.
+            let mut best = 0.0f32;
+            for (d, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
+                let (mut sum, mut n) = (0.0f32, 0.0f32);
+                for k in -ALONG..=ALONG {
+                    if let Some(j) = at(x + k * dx, y + k * dy) {
+                        sum += residuals[d][j];
+                        n += 1.0;
+                    }
+                }
+                // Only where this pixel itself leans the same way.
+                let mean = sum / n.max(1.0);
+                if mean * residuals[d][i] > 0.0 && mean.abs() > best.abs() {
+                    best = mean;
+                }
+            }
+            let line = best / line_threshold;
+            out[i] = if blob.abs() >= line.abs() { blob } else { line };
+        }
+    }
+    out
+}
+
+/// The defect mask of a photo (row by row): seeds beyond `threshold`, grown
+/// by hysteresis, kept where their shape is dust's or a scratch's, widened
+/// by a pixel.
+pub fn find(p: &Planes, threshold: f32) -> Vec<bool> {
+    let (w, h) = (p.width, p.height);
+    let mut mask = vec![false; p.len()];
+    if w < 5 || h < 5 {
+        return mask;
+    }
+    let e = evidence(&p.luma(), w, h, threshold);
+    let mut seen = vec![false; p.len()];
+    let mut piece = Vec::new();
+    let mut stack = Vec::new();
+    let mut frontier = Vec::new();
+    for sign in [1.0f32, -1.0] {
+        seen.iter_mut().for_each(|s| *s = false);
+        for start in 0..p.len() {
+            if seen[start] || e[start] * sign <= 1.0 {
+                continue;
+            }
+            // The piece of seeds connected to this one, judged by its shape.
+            piece.clear();
+            stack.push(start);
+            seen[start] = true;
+            while let Some(i) = stack.pop() {
+                piece.push(i);
+                for j in neighbours(i, w, h) {
+                    if !seen[j] && e[j] * sign > 1.0 {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+            if !is_defect(&piece, w) {
+                continue;
+            }
+            // Grown over weak pixels of its polarity, at most GROW steps:
+            // the faint, smeared flanks of the same defect.
+            frontier.clear();
+            for &i in &piece {
+                mask[i] = true;
+                frontier.push(i);
+            }
+            for _ in 0..GROW {
+                let mut next = Vec::new();
+                for &i in &frontier {
+                    for j in neighbours(i, w, h) {
+                        if !mask[j] && e[j] * sign > HYSTERESIS {
+                            mask[j] = true;
+                            next.push(j);
+                        }
+                    }
+                }
+                frontier = next;
+            }
+        }
+    }
+    widen(&mask, w, h)
+}
+
+/// The 8-neighbours of pixel `i`.
+fn neighbours(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = (i % w, i / w);
+    (y.saturating_sub(1)..=(y + 1).min(h - 1))
+        .flat_map(move |yy| (x.saturating_sub(1)..=(x + 1).min(w - 1)).map(move |xx| yy * w + xx))
+        .filter(move |&j| j != i)
+}
+
+/// Dust (small) or a scratch (long and thin); anything else is content.
+fn is_defect(piece: &[usize], w: usize) -> bool {
+    let area = piece.len();
+    let (mut x0, mut x1, mut y0, mut y1) = (usize::MAX, 0, usize::MAX, 0);
+    for &i in piece {
+        let (x, y) = (i % w, i / w);
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    // The length of a slanted line is its bounding box's diagonal.
+    let (bw, bh) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
+    if area <= DUST_AREA && area as f32 >= DUST_FILL * bw * bh {
+        return true;
+    }
+    let length = (bw * bw + bh * bh).sqrt();
+    length >= SCRATCH_LENGTH as f32 && area as f32 / length <= SCRATCH_WIDTH
+}
+
+fn widen(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let mut out = mask.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            if mask[y * w + x] {
+                for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                    for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                        out[yy * w + xx] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Fills each masked pixel with the median, per channel, of the unmasked
+/// pixels nearest it (the smallest square, from 5×5 up, holding at least
+/// four): a median keeps a smeared flank the mask missed from leaking in.
+/// Returns the pixels filled inside `core`.
+pub fn fill(p: &mut Planes, mask: &[bool], core: Rect) -> usize {
+    let (w, h) = (p.width, p.height);
+    let mut filled = 0;
+    let mut window: [Vec<f32>; 3] = Default::default();
+    let mut values = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if !mask[i] {
+                continue;
+            }
+            window.iter_mut().for_each(Vec::clear);
+            for r in 2..=FILL_REACH {
+                for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
+                    for xx in x.saturating_sub(r)..=(x + r).min(w - 1) {
+                        let j = yy * w + xx;
+                        if !mask[j] {
+                            for (win, plane) in window.iter_mut().zip(&p.c) {
+                                win.push(plane[j]);
+                            }
+                        }
+                    }
+                }
+                if window[0].len() >= 4 {
+                    break;
+                }
+                window.iter_mut().for_each(Vec::clear);
+            }
+            if window[0].is_empty() {
+                continue;
+            }
+            let mut out = [0.0f32; 3];
+            for (o, win) in out.iter_mut().zip(window.iter_mut()) {
+                let mid = win.len() / 2;
+                *o = *win.select_nth_unstable_by(mid, f32::total_cmp).1;
+            }
+            values.push((i, out));
+            if core.contains(x, y) {
+                filled += 1;
+            }
+        }
+    }
+    for (i, out) in values {
+        for (plane, v) in p.c.iter_mut().zip(out) {
+            plane[i] = v;
+        }
+    }
+    filled
+}
+
+/// The widest square searched for known pixels (half its side).
+const FILL_REACH: usize = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planes(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Planes {
+        let mut p = Planes::new(w, h);
+        for y in 0..h {
+            for x in 0..w {
+                for c in &mut p.c {
+                    c[y * w + x] = f(x, y);
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_slanted_scratch_of_either_polarity_is_found_and_an_edge_is_not() {
+        for value in [0.95f32, 0.05] {
+            let p = planes(80, 80, |x, y| {
+                let on_line = (x as f32 - (10.0 + 0.6 * y as f32)).abs() < 1.0;
+                let edge = if y > 60 { 0.3 } else { 0.5 };
+                if on_line { value } else { edge }
+            });
+            let mask = find(&p, 40.0 / 255.0);
+            assert!(mask[40 * 80 + 34], "the line is found");
+            assert!(!mask[75 * 80 + 70], "the edge of the picture is not");
+            assert!(!mask[61 * 80 + 75]);
+        }
+    }
+
+    #[test]
+    fn a_speck_is_found_and_filled_from_its_surroundings() {
+        let mut p = planes(40, 40, |x, y| {
+            if (x as i32 - 20).pow(2) + (y as i32 - 20).pow(2) <= 4 {
+                0.95
+            } else {
+                0.4
+            }
+        });
+        let mask = find(&p, 40.0 / 255.0);
+        assert!(mask[20 * 40 + 20]);
+        let filled = fill(&mut p, &mask, Rect::all(40, 40));
+        assert!(filled > 0);
+        assert!((p.c[0][20 * 40 + 20] - 0.4).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_thick_shape_of_the_picture_is_kept() {
+        // A 12×12 dark square: a thing in the photo, not a defect.
+        let p = planes(60, 60, |x, y| {
+            if (20..32).contains(&x) && (20..32).contains(&y) {
+                0.1
+            } else {
+                0.6
+            }
+        });
+        let mask = find(&p, 40.0 / 255.0);
+        assert!(!mask[26 * 60 + 26], "its middle is untouched");
+    }
+}
