@@ -304,14 +304,9 @@ pub fn decode_within(
 /// A stored photo decoded within the budget and turned upright (its EXIF
 /// orientation applied), with the format it was stored in.
 pub fn open_upright(data: &[u8], limits: &PhotoLimits) -> image::ImageResult<(DynamicImage, ImageFormat)> {
-    let mut reader = ImageReader::new(Cursor::new(data)).with_guessed_format()?;
+    let format = image::guess_format(data)?;
+    let mut reader = ImageReader::with_format(Cursor::new(data), format);
     reader.limits(limits.decoder_limits());
-    let format = reader.format().ok_or_else(|| {
-        image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
-            image::error::ImageFormatHint::Unknown,
-            image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Unknown),
-        ))
-    })?;
     let mut decoder = reader.into_decoder()?;
     let orientation = decoder.orientation().ok();
     let mut image = decode_within(decoder, limits)?;
@@ -319,6 +314,20 @@ pub fn open_upright(data: &[u8], limits: &PhotoLimits) -> image::ImageResult<(Dy
         image.apply_orientation(orientation);
     }
     Ok((image, format))
+}
+
+/// `image` encoded in `format` (8-bit RGB for JPEG at `jpeg_quality`, RGBA
+/// for WebP, as those encoders need); the encoders write no metadata.
+pub fn encode(image: &DynamicImage, format: ImageFormat, jpeg_quality: u8) -> image::ImageResult<Vec<u8>> {
+    let mut out = Cursor::new(Vec::new());
+    match format {
+        ImageFormat::Jpeg => DynamicImage::ImageRgb8(image.to_rgb8()).write_with_encoder(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, jpeg_quality),
+        )?,
+        ImageFormat::WebP => DynamicImage::ImageRgba8(image.to_rgba8()).write_to(&mut out, format)?,
+        other => image.write_to(&mut out, other)?,
+    }
+    Ok(out.into_inner())
 }
 
 /// Fills `buf` as far as the source goes.

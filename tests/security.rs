@@ -196,31 +196,22 @@ async fn no_gps_reaches_replicate_or_the_restored_photo() {
     );
     assert!(dims.contains(&(90, 72)), "{dims:?}");
 
+    let fetch = |url: String| {
+        let request = app.client.get(app.url(&url)).bearer_auth(&token);
+        async move {
+            let response = request.send().await.expect("the photo");
+            response.bytes().await.expect("bytes")
+        }
+    };
     for image in body["images"].as_array().expect("images") {
-        let restored = image["restored_url"].as_str().expect("restored url");
-        let bytes = app
-            .client
-            .get(app.url(restored))
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .expect("the restored photo")
-            .bytes()
-            .await
-            .expect("bytes");
-        assert!(image::load_from_memory(&bytes).is_ok(), "a photo");
-        assert!(!common::photos::tells_where(&bytes), "no EXIF or GPS stored");
-        let original = image["original_url"].as_str().expect("original url");
-        let bytes = app
-            .client
-            .get(app.url(original))
-            .header("authorization", format!("Bearer {token}"))
-            .send()
-            .await
-            .expect("the original")
-            .bytes()
-            .await
-            .expect("bytes");
-        assert!(common::photos::tells_where(&bytes), "the original keeps its EXIF");
+        let url = |which: &str| image[which].as_str().expect("a photo url").to_owned();
+        let restored = fetch(url("restored_url")).await;
+        assert!(image::load_from_memory(&restored).is_ok(), "a photo");
+        assert!(!common::photos::tells_where(&restored), "no EXIF or GPS stored");
+        let original = fetch(url("original_url")).await;
+        assert!(
+            common::photos::tells_where(&original),
+            "the original keeps its EXIF"
+        );
     }
 }

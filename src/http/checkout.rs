@@ -79,8 +79,8 @@ pub(crate) async fn create(
     let session_id = domain::parse_id(IdKind::UploadSession, &body.session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
     state.checkouts_per_session.check(&session_id).map_err(|wait| {
-        metrics::counter!("restoreclick_rate_limited_total", "group" => "checkout_per_session").increment(1);
-        super::rate_limit::too_many(
+        super::rate_limit::refused(
+            "checkout_per_session",
             wait,
             "too many checkouts opened for this upload session; retry after the time given",
         )

@@ -107,8 +107,9 @@ impl KeyExtractor for ClientKey {
     }
 }
 
-/// The 429 every limit answers.
-pub fn too_many(retry_after: u64, message: &str) -> ApiError {
+/// The 429 every limit answers, counted under `group`.
+pub fn refused(group: &'static str, retry_after: u64, message: &str) -> ApiError {
+    metrics::counter!("restoreclick_rate_limited_total", "group" => group).increment(1);
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
     e.retry_after = Some(retry_after.max(1));
     e
@@ -130,20 +131,23 @@ pub fn limit(
         .key_extractor(clients.clone())
         .finish()
     else {
+        // Only a zero period or burst is refused, and `quota` has none.
+        tracing::warn!(
+            group,
+            "the rate limit cannot be built; the routes are not limited"
+        );
         return router;
     };
     let limiter = config.limiter().clone();
     forget_full_buckets(move || limiter.retain_recent());
     let layer = GovernorLayer::new(config).error_handler(move |error| match error {
-        GovernorError::TooManyRequests { wait_time, .. } => {
-            metrics::counter!("restoreclick_rate_limited_total", "group" => group).increment(1);
-            // `wait_time` is whole seconds rounded down: round up instead.
-            too_many(
-                wait_time + 1,
-                "too many requests from this address; retry after the time given",
-            )
-            .into_response()
-        }
+        // `wait_time` is whole seconds rounded down: round up instead.
+        GovernorError::TooManyRequests { wait_time, .. } => refused(
+            group,
+            wait_time + 1,
+            "too many requests from this address; retry after the time given",
+        )
+        .into_response(),
         GovernorError::UnableToExtractKey | GovernorError::Other { .. } => {
             ApiError::internal("the client's address is unknown").into_response()
         }

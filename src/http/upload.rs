@@ -18,7 +18,6 @@ use axum::{
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::io::AsyncSeekExt;
 use uuid::Uuid;
 
 use super::{
@@ -265,8 +264,12 @@ async fn validate_all(state: &AppState, files: Vec<Incoming>) -> ApiResult<Vec<A
                         sha256,
                     } = spooled;
                     let checked = tokio::task::spawn_blocking(move || {
-                        validation::validate_file(&mut file, bytes, sha256, &limits)
-                            .map(|photo| (photo, file))
+                        let photo = validation::validate_file(&mut file, bytes, sha256, &limits)?;
+                        // Back to the start, for storing.
+                        std::io::Seek::rewind(&mut file).map_err(|e| {
+                            Rejection::Corrupt(format!("the spooled file cannot be read: {e}"))
+                        })?;
+                        Ok((photo, file))
                     })
                     .await;
                     match checked {
@@ -323,14 +326,10 @@ async fn store_files(state: &AppState, session_id: Uuid, accepted: Vec<Accepted>
     for a in accepted {
         let file_id = domain::new_id();
         let key = keys::temp(session_id, file_id, a.photo.kind.ext());
-        let mut file = tokio::fs::File::from_std(a.file);
-        let stored = match file.seek(std::io::SeekFrom::Start(0)).await {
-            Ok(_) => state.storage.put_reader(&key, file).await.map(drop),
-            Err(source) => Err(crate::storage::StorageError::Write {
-                key: key.clone(),
-                source,
-            }),
-        };
+        let stored = state
+            .storage
+            .put_reader(&key, tokio::fs::File::from_std(a.file))
+            .await;
         if let Err(e) = stored {
             for row in &rows {
                 let row: &FileRow = row;

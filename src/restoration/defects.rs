@@ -4,21 +4,21 @@
 //! Finding. A scratch is a thin line of either polarity at any angle; a
 //! speck is a small blob. Both vanish under a median taken *across* them,
 //! while an edge of the picture survives a median in every direction. So
-//! each pixel's residual against 1-D medians of 11 pixels in four
-//! directions (0°, 45°, 90°, 135°) is taken, and the largest one in
-//! magnitude is its defect response (a line up to 5 px wide, smeared by
-//! JPEG, disappears in the median across it). Pixels whose response is
-//! beyond the noise (`threshold`) are seeds; pixels of the same polarity
-//! beyond 40 % of it grow them (hysteresis), so the faint, smeared flanks
-//! of a scratch are caught with its core. Then each connected piece is
-//! judged by its shape: small compact blobs are dust, long thin pieces are
-//! scratches or hairs, and anything else (a cluster of texture, a corner
-//! of a window frame, a thick stroke) is the picture's own and is kept.
+//! each pixel's residuals against 1-D medians of 11 pixels in four
+//! directions (0°, 45°, 90°, 135°) are taken (a line up to 5 px wide,
+//! smeared by JPEG, disappears in the median across it). Its blob evidence
+//! is the weakest of them; its line evidence the residual across one
+//! direction averaged along it. Pixels beyond the noise (`threshold`) are
+//! seeds; each connected piece of seeds is judged by its shape: small
+//! compact blobs are dust, long thin pieces are scratches or hairs, and
+//! anything else (a cluster of texture, a corner of a window frame, a thick
+//! stroke) is the picture's own and is kept. An accepted piece grows a step
+//! over pixels of its polarity beyond 60 % of the threshold (hysteresis),
+//! so the faint, smeared flanks of a scratch go with its core.
 //!
 //! Filling. The mask is widened by a pixel (JPEG rings past a defect) and
-//! filled from the outside in, layer by layer: each pixel takes the
-//! distance-weighted mean of the known pixels around it, then counts as
-//! known for the next layer. A thin defect is rebuilt from both its sides.
+//! each masked pixel takes the median of the nearest unmasked pixels: a
+//! thin defect is rebuilt from both its sides.
 
 use super::{planes::Planes, stages::Rect};
 
@@ -27,9 +27,6 @@ use super::{planes::Planes, stages::Rect};
 const REACH: isize = 5;
 /// Pixels the line evidence is averaged over, either side, along the line.
 const ALONG: isize = 4;
-/// Line evidence counts from this share of the dust threshold: averaged
-/// along the line, grain and noise are that much fainter.
-const LINE_SHARE: f32 = 1.0;
 /// Weak pixels grow seeds from this share of their threshold up.
 const HYSTERESIS: f32 = 0.6;
 /// Steps a defect grows over weak evidence.
@@ -76,7 +73,6 @@ pub fn evidence(luma: &[f32], w: usize, h: usize, threshold: f32) -> Vec<f32> {
             }
         }
     }
-    let line_threshold = threshold * LINE_SHARE;
     let mut out = vec![0.0f32; luma.len()];
     for y in 0..h as isize {
         for x in 0..w as isize {
@@ -110,7 +106,7 @@ pub fn evidence(luma: &[f32], w: usize, h: usize, threshold: f32) -> Vec<f32> {
                     best = mean;
                 }
             }
-            let line = best / line_threshold;
+            let line = best / threshold;
             out[i] = if blob.abs() >= line.abs() { blob } else { line };
         }
     }

@@ -188,16 +188,34 @@ impl Storage {
         &self,
         key: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        Ok(self.get_sized_stream(key).await?.1)
+    }
+
+    /// The object's size and its chunks, from one request to the store.
+    pub async fn get_sized_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        (
+            u64,
+            futures::stream::BoxStream<'static, Result<Bytes, StorageError>>,
+        ),
+        StorageError,
+    > {
         let result = self
             .store
             .get(&Path::from(key))
             .await
             .map_err(|e| StorageError::backend(key, e))?;
+        let size = result.meta.size;
         let key = key.to_owned();
-        Ok(result
-            .into_stream()
-            .map_err(move |e| StorageError::backend(&key, e))
-            .boxed())
+        Ok((
+            size,
+            result
+                .into_stream()
+                .map_err(move |e| StorageError::backend(&key, e))
+                .boxed(),
+        ))
     }
 
     /// A writer that streams into `key` (multipart where the store has it);

@@ -2,10 +2,10 @@
 //! the blocking pool. The photo is turned upright first (EXIF orientation),
 //! and written back in its own format at its own size.
 
-use std::{io::Cursor, sync::Arc};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use image::{DynamicImage, ImageFormat};
+use image::ImageFormat;
 use tokio::sync::Semaphore;
 
 use super::{RecordSubmission, RestoreError, RestoreRequest, Restored, Restorer};
@@ -42,18 +42,9 @@ pub fn restore_bytes(data: &[u8], limits: &PhotoLimits) -> Result<(Vec<u8>, Imag
         .map_err(|e| RestoreError::permanent(format!("undecodable photo: {e}")))?;
     let (restored, report) = crate::restoration::restore(&image);
     tracing::debug!(?report, "restored by the local engine");
-    let mut out = Cursor::new(Vec::new());
-    let encoded = match format {
-        ImageFormat::Jpeg => {
-            let rgb = DynamicImage::ImageRgb8(restored.to_rgb8());
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92);
-            rgb.write_with_encoder(encoder)
-        }
-        ImageFormat::WebP => DynamicImage::ImageRgba8(restored.to_rgba8()).write_to(&mut out, format),
-        other => restored.write_to(&mut out, other),
-    };
-    encoded.map_err(|e| RestoreError::permanent(format!("cannot encode the restored photo: {e}")))?;
-    Ok((out.into_inner(), format))
+    let out = validation::encode(&restored, format, 92)
+        .map_err(|e| RestoreError::permanent(format!("cannot encode the restored photo: {e}")))?;
+    Ok((out, format))
 }
 
 impl Restorer for LocalRestorer {
@@ -89,6 +80,8 @@ impl Restorer for LocalRestorer {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
     use crate::validation::PhotoKind;
 

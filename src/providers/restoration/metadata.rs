@@ -7,10 +7,8 @@
 //! goes with the EXIF. TIFF keeps its metadata in the image's own
 //! directories, so it is always encoded again. The originals keep theirs.
 
-use std::io::Cursor;
-
 use bytes::Bytes;
-use image::{DynamicImage, ImageFormat, metadata::Orientation};
+use image::{ImageFormat, metadata::Orientation};
 use img_parts::{DynImage, ImageEXIF, jpeg::markers};
 
 use crate::validation::{self, PhotoLimits};
@@ -80,17 +78,9 @@ pub fn strip(data: Bytes, limits: &PhotoLimits) -> Result<Bytes, MetadataError> 
 fn encode_upright(data: &[u8], limits: &PhotoLimits) -> Result<Bytes, MetadataError> {
     let (image, format) =
         validation::open_upright(data, limits).map_err(|e| MetadataError::Unreadable(e.to_string()))?;
-    let mut out = Cursor::new(Vec::new());
-    let encoded = match format {
-        ImageFormat::Jpeg => {
-            let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
-            rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95))
-        }
-        ImageFormat::WebP => DynamicImage::ImageRgba8(image.to_rgba8()).write_to(&mut out, format),
-        other => image.write_to(&mut out, other),
-    };
-    encoded.map_err(|e| MetadataError::Encode(e.to_string()))?;
-    Ok(out.into_inner().into())
+    validation::encode(&image, format, 95)
+        .map(Bytes::from)
+        .map_err(|e| MetadataError::Encode(e.to_string()))
 }
 
 /// Where the main image of a JPEG ends: just past the end-of-image marker
@@ -131,6 +121,10 @@ fn jpeg_main_end(data: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
+    use image::DynamicImage;
+
     use super::*;
     use crate::validation::PhotoKind;
 
