@@ -1037,6 +1037,26 @@ mod tests {
         Settings::load_with_env(Path::new("/nonexistent"), &env)
     }
 
+    /// `serve` and `worker` on one host, or two of either on other ports,
+    /// never share an id (and so never each other's leases); a configured
+    /// id is kept as it is.
+    #[test]
+    fn default_instance_ids_are_unique_per_process() {
+        let named = |port, kind| {
+            let mut s = load(&[]).expect("defaults load");
+            s.instance.id = String::new();
+            s.name_instance(port, kind);
+            s.instance.id
+        };
+        let ids = [named(8080, "serve"), named(8080, "worker"), named(8081, "serve")];
+        assert!(ids.iter().all(|id| !id.is_empty()));
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[0], ids[2]);
+        let mut configured = load(&[("RESTORECLICK__INSTANCE__ID", "eu-1")]).expect("loads");
+        configured.name_instance(8080, "serve");
+        assert_eq!(configured.instance.id, "eu-1");
+    }
+
     #[test]
     fn defaults_are_the_embedded_shop() {
         let s = load(&[]).expect("defaults load");

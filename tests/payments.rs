@@ -303,6 +303,60 @@ async fn a_refund_that_arrives_before_its_payment_makes_a_refunded_order_that_do
     assert_eq!(body["error"]["code"], "order_refunded");
 }
 
+/// The order-status check inside the statement that begins an attempt is
+/// what stops an instance that has not heard of the refund yet: a job it
+/// still sees as due does not start.
+#[tokio::test]
+async fn no_attempt_begins_on_a_refunded_order_whatever_its_jobs_say() {
+    let replicate = FakeReplicate::start_with(1_000_000).await;
+    let app = spawn_app_with(Options {
+        stripe: true,
+        replicate: Some(replicate.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (session, cs) = open_checkout(&app, 1).await;
+    app.post_event(&completed_event(&cs, &session, 500)).await;
+    eventually(LONG, "the prediction to start", || async {
+        replicate.created() == 1
+    })
+    .await;
+    assert_eq!(app.post_event(&refund_event(&cs, 500, 500)).await.status(), 200);
+    let (order, _) = order_of_checkout(&app, &cs).await;
+    let order_id = uuid::Uuid::parse_str(order.trim_start_matches("ord_")).unwrap();
+    // Another instance's view: it still holds the order and its job is due
+    // again, as if no refund had landed. Only the order's status says no.
+    let owner: String = sqlx::query_scalar(
+        "UPDATE orders SET owner_id = coalesce(owner_id, 'another-instance') WHERE id = $1 RETURNING owner_id",
+    )
+    .bind(order_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE images SET status = 'processing' WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (job, image): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "UPDATE restoration_jobs SET status = 'queued', next_attempt_at = NULL
+         WHERE order_id = $1 RETURNING id, image_id",
+    )
+    .bind(order_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let begun = restoreclick::db::jobs::begin_attempt(&app.db, job, image, "replicate", &owner)
+        .await
+        .unwrap();
+    assert!(matches!(begun, restoreclick::db::jobs::Begun::Moved), "{begun:?}");
+    assert_eq!(
+        count(&app, "SELECT sum(attempts)::bigint FROM restoration_jobs").await,
+        1,
+        "no attempt was started"
+    );
+}
+
 #[tokio::test]
 async fn a_refund_cancels_the_predictions_in_flight_and_starts_no_new_attempt() {
     let replicate = FakeReplicate::start_with(1_000_000).await; // predictions that never end
@@ -465,7 +519,7 @@ async fn with_partial_refunds_off_only_a_total_failure_is_refunded() {
     replicate.always_fail(&bad);
     let app = spawn_app_with(Options {
         stripe: true,
-        replicate: Some(replicate),
+        replicate: Some(replicate.clone()),
         tweak: Some(Box::new(|s| s.refunds.partial = false)),
         ..Default::default()
     })
@@ -476,6 +530,47 @@ async fn with_partial_refunds_off_only_a_total_failure_is_refunded() {
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&app, "SELECT count(*) FROM refunds").await, 0);
+
+    // Every photo failed: the whole payment goes back all the same.
+    let other = photos::photo(7);
+    replicate.always_fail(&other);
+    let (cs, order, token) = app
+        .order_of(vec![("bad.jpg", photos::photo(4)), ("other.jpg", other)])
+        .await;
+    wait_for_order(&app, &order, &token, &["failed"], LONG).await;
+    eventually(LONG, "the whole payment refunded at Stripe", || async {
+        fake(&app).refunded(&pi(&cs)) == 1000
+    })
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM refunds").await, 1);
+}
+
+#[tokio::test]
+async fn an_order_whose_photos_all_fail_through_stripe_is_refunded_in_full_and_the_email_says_so() {
+    let bad = photos::photo(4);
+    let other = photos::photo(7);
+    let (app, replicate) = shop_failing(&bad, true).await;
+    replicate.always_fail(&other);
+    let (cs, order, token) = app.order_of(vec![("a.jpg", bad), ("b.jpg", other)]).await;
+    wait_for_order(&app, &order, &token, &["failed"], LONG).await;
+    eventually(LONG, "the whole payment refunded at Stripe", || async {
+        fake(&app).refunded(&pi(&cs)) == 1000
+    })
+    .await;
+    eventually(LONG, "the refund recorded on the order", || async {
+        let (_, view) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
+        view["amount_refunded"] == 1000 && view["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        fake(&app).refunds_made().len(),
+        1,
+        "one refund for the whole order"
+    );
+    eventually(LONG, "the outcome email", || async {
+        app.outbox().iter().any(|m| m.contains("10.00 USD"))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -554,8 +649,108 @@ async fn the_webhook_racing_fifty_polls_and_deliveries_makes_one_order() {
         0,
         "one payment, nothing refunded"
     );
+    assert!(
+        fake(&app).retrievals(&cs).await >= 1,
+        "a poll asked Stripe while the deliveries raced it"
+    );
     let (order, token) = order_of_checkout(&app, &cs).await;
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
+}
+
+/// The refund lands while the paid transaction is writing the order (held
+/// there by a failpoint): the order it makes is refunded, not left running.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn a_refund_that_lands_while_its_payment_becomes_an_order_refunds_that_order() {
+    let replicate = FakeReplicate::start_with(1_000_000).await;
+    let app = spawn_app_with(Options {
+        stripe: true,
+        replicate: Some(replicate.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (session, cs) = open_checkout(&app, 2).await;
+    fail::cfg("fulfilment::paid_locked", "1*return(1500)").unwrap();
+    let payment = completed_event(&cs, &session, 1000);
+    let paid = app.post_event(&payment);
+    let refunded = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.post_event(&refund_event(&cs, 1000, 1000)).await
+    };
+    let (paid, refunded) = tokio::join!(paid, refunded);
+    assert_eq!((paid.status().as_u16(), refunded.status().as_u16()), (200, 200));
+    let (order, token) = order_of_checkout(&app, &cs).await;
+    let (_, view) = app.get_json(&format!("/api/orders/{order}?token={token}")).await;
+    assert_eq!(view["status"], "refunded", "{view}");
+    assert_eq!(view["amount_refunded"], 1000);
+    eventually(LONG, "no job left running", || async {
+        app.count("SELECT count(*) FROM restoration_jobs WHERE status IN ('pending', 'queued', 'processing')")
+            .await
+            == 0
+    })
+    .await;
+    eventually(LONG, "every prediction made cancelled", || async {
+        replicate.cancelled() == replicate.created()
+    })
+    .await;
+    assert_eq!(app.download_link(&order, &token).await.status(), 410);
+}
+
+#[tokio::test]
+async fn removing_a_photo_expires_the_open_checkout_first() {
+    let app = spawn_app_with(stripe()).await;
+    let upload = app.upload_photos(2).await;
+    let session = upload["session_id"].as_str().unwrap();
+    let file = upload["files"][0]["id"].as_str().unwrap();
+    let cs: Value = app.checkout(session, None).await.json().await.unwrap();
+    let cs = cs["checkout_session_id"].as_str().unwrap().to_owned();
+    let removed = app
+        .client
+        .delete(app.url(&format!("/api/upload/{session}/files/{file}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{}", removed.status());
+    assert_eq!(fake(&app).expired_sessions().await, std::slice::from_ref(&cs));
+    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
+    assert_eq!(state["status"], "expired");
+    assert_eq!(count(&app, "SELECT count(*) FROM file_uploads").await, 1);
+    // The next checkout sells what is left.
+    let next: Value = app.checkout(session, None).await.json().await.unwrap();
+    let next = next["checkout_session_id"].as_str().unwrap();
+    let (_, frozen) = app.get_json(&format!("/api/checkout/{next}")).await;
+    assert_eq!(frozen["amount_total"], 500);
+    assert_eq!(frozen["files"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_delayed_payment_that_fails_frees_its_session_for_another_try() {
+    let app = spawn_app_with(stripe()).await;
+    let (session, cs) = open_checkout(&app, 1).await;
+    let pending = fake(&app).pay_later(&cs);
+    app.post_event(&session_event("checkout.session.completed", &pending))
+        .await;
+    let (_, view) = app.get_json(&format!("/api/upload/{session}")).await;
+    assert_eq!(view["status"], "awaiting_payment");
+    let failed = checkout_event(
+        "checkout.session.async_payment_failed",
+        &cs,
+        &session,
+        500,
+        "unpaid",
+    );
+    assert_eq!(app.post_event(&failed).await.status(), 200);
+    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
+    assert_eq!(state["status"], "failed");
+    let (_, view) = app.get_json(&format!("/api/upload/{session}")).await;
+    assert_eq!(view["status"], "payment_failed");
+    assert_eq!(count(&app, "SELECT count(*) FROM orders").await, 0);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM file_uploads").await,
+        1,
+        "the photos kept"
+    );
+    assert_eq!(app.checkout(&session, None).await.status(), 200);
 }
 
 fn sweeping(options: Options) -> Options {

@@ -289,6 +289,19 @@ pub struct RefundNotice {
     pub refunded: bool,
 }
 
+/// Serialises everything the shop does about one payment within a
+/// transaction: its order being made and its refund being heard. Without
+/// it, a refund arriving while the payment's order is being written finds
+/// no order (not yet committed) and the paid transaction, having already
+/// looked for a refund notice, makes a live order of a refunded payment.
+pub async fn lock_payment(conn: &mut PgConnection, payment_intent: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('payment:' || $1, 0))")
+        .bind(payment_intent)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// Keeps (or raises) what Stripe said was refunded of a payment.
 pub async fn record_notice(
     conn: &mut PgConnection,

@@ -201,7 +201,12 @@ async fn lock_checkout(
     checkout: &CheckoutSessionObject,
 ) -> Result<Option<PaymentContext>, sqlx::Error> {
     let intent = checkout.payment_intent_id();
-    db::checkouts::lock_for_payment(tx, &checkout.id, intent.as_deref()).await
+    if let Some(intent) = &intent {
+        db::refunds::lock_payment(tx, intent).await?;
+    }
+    let locked = db::checkouts::lock_for_payment(tx, &checkout.id, intent.as_deref()).await?;
+    hold_for_a_race().await;
+    Ok(locked)
 }
 
 /// A paid checkout: an order from what it sold, or a refund.
@@ -578,6 +583,7 @@ async fn charge_refunded(tx: &mut PgConnection, event: &StripeEvent) -> Result<A
     };
     let refunded = charge.amount_refunded.unwrap_or(0);
     let full = charge.refunded == Some(true);
+    db::refunds::lock_payment(tx, &intent).await?;
     let Some(order) = db::orders::lock_by_payment_intent(tx, &intent).await? else {
         // Stripe does not order its events: the payment may come later.
         db::refunds::record_notice(tx, &intent, refunded, full, &event.id).await?;
@@ -585,6 +591,20 @@ async fn charge_refunded(tx: &mut PgConnection, event: &StripeEvent) -> Result<A
     };
     let effect = refund::record_refunded(tx, &order, refunded, full).await?;
     Ok(Applied::Refunded(effect))
+}
+
+/// Holds a paid transaction after its locks for as long as the
+/// `fulfilment::paid_locked` failpoint says (`return(MS)`), so that a test
+/// can land a refund inside it. Nothing in a normal build.
+async fn hold_for_a_race() {
+    let hold = (|| {
+        fail::fail_point!("fulfilment::paid_locked", |ms: Option<String>| ms
+            .and_then(|ms| ms.parse::<u64>().ok()));
+        None
+    })();
+    if let Some(ms) = hold {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 /// Queues one admin alert per checkout and reason.
