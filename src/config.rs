@@ -400,6 +400,9 @@ pub struct RestorationSettings {
     /// attempt; past it they count as failed attempts.
     #[serde(with = "humantime_serde")]
     pub throttle_deadline: Duration,
+    /// The local engine keeps a toned (sepia) print's tone, its yellowing
+    /// removed; off, every black-and-white print comes back neutral grey.
+    pub keep_tone: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -299,6 +299,28 @@ async fn an_output_download_that_fails_is_fetched_again_from_the_same_prediction
     assert_eq!(fake.deliveries(), 4, "two failed downloads, fetched again");
 }
 
+/// The prediction's id could not be recorded (the database away at that
+/// moment) and its output download then failed: the output is fetched
+/// again from the same prediction, which the actor still knows.
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn an_unrecorded_prediction_whose_download_fails_is_fetched_again_not_made_again() {
+    let fake = FakeReplicate::start().await;
+    fake.inject_delivery([Fault::ServerError(503)]);
+    let database_url = common::fresh_database().await;
+    let storage = tempfile::tempdir().unwrap();
+    let shop = Shop::start(ShopConfig {
+        failpoints: Some("restoration::record=return"),
+        ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
+    })
+    .await;
+    shop.buy(1, "unrecorded@example.com").await;
+    let db = watch(&database_url).await;
+    orders_completed(&db, 1, "the order restored").await;
+    assert_eq!(fake.created(), 1, "one prediction, fetched again");
+    assert_eq!(fake.deliveries(), 2, "a failed download, then the same output");
+}
+
 fn with_sendgrid<'a>(config: ShopConfig<'a>, sendgrid: &FakeSendGrid) -> ShopConfig<'a> {
     sendgrid
         .shop_env()

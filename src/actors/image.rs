@@ -49,7 +49,9 @@ pub enum ImageMsg {
     },
     /// Fetch the result of attempt `attempt`'s finished work again (its
     /// download or storage failed): the same prediction, not a new one.
-    Resume { attempt: u32 },
+    /// `external_id` is that prediction, for when its id could not be
+    /// recorded (the database was away when it was made).
+    Resume { attempt: u32, external_id: String },
 }
 
 pub struct ImageActor;
@@ -158,14 +160,14 @@ impl ImageState {
                     }
                 }
             }
-            ImageMsg::Resume { attempt } => {
+            ImageMsg::Resume { attempt, external_id } => {
                 let (job, image) = self.load().await?;
-                match (&job.external_id, job.status()) {
-                    (Some(external_id), JobStatus::Processing) if job.attempts as u32 == attempt => {
-                        tracing::info!(job_id = %job.id, external_id, "fetching a finished attempt's result again");
-                        self.submit(myself, &job, &image, attempt, Some(external_id.clone()))
-                    }
-                    _ => self.step(myself).await,
+                if job.status() == JobStatus::Processing && job.attempts as u32 == attempt {
+                    let external_id = job.external_id.clone().unwrap_or(external_id);
+                    tracing::info!(job_id = %job.id, external_id, "fetching a finished attempt's result again");
+                    self.submit(myself, &job, &image, attempt, Some(external_id))
+                } else {
+                    self.step(myself).await
                 }
             }
         }
@@ -312,12 +314,12 @@ impl ImageState {
         attempt: u32,
         error: RestoreError,
     ) -> Result<(), ActorProcessingErr> {
-        if error.resume.is_some() {
+        if let Some(external_id) = error.resume.clone() {
             let since = *self.resuming_since.get_or_insert_with(Instant::now);
             if since.elapsed() < OUTPUT_LIFETIME {
                 let wait = self.backoff.wait();
                 tracing::warn!(%job_id, attempt, ?wait, error = %error.message, "the result did not arrive; fetching it again");
-                myself.send_after(wait, move || ImageMsg::Resume { attempt });
+                myself.send_after(wait, move || ImageMsg::Resume { attempt, external_id });
                 return Ok(());
             }
         }

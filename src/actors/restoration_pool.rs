@@ -232,6 +232,10 @@ fn recorder(db: PgPool, owner: String) -> RecordSubmission {
     Arc::new(move |job_id: Uuid, attempt: u32, external_id: String| {
         let (db, owner) = (db.clone(), owner.clone());
         Box::pin(async move {
+            // Tests make the database "away" for this one write.
+            fail::fail_point!("restoration::record", |_| Err(
+                "failpoint restoration::record".to_owned()
+            ));
             crate::db::jobs::record_external_id(&db, job_id, attempt as i32, &owner, &external_id)
                 .await
                 .map_err(|e| e.to_string())

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::{
     stages::{self, BINS, Level, Rect},
     tiles::Tile,
+    tone::{ChromaStats, Tone},
 };
 
 /// What the engine measured, and so how it works on this photo.
@@ -24,6 +25,8 @@ pub struct Params {
     /// Whether the photo looks like an old print (grain); a clean one gets
     /// no levels, denoising or sharpening, only its defects removed.
     pub aged: bool,
+    /// A black-and-white print made neutral (or evenly toned), or colour.
+    pub tone: Tone,
 }
 
 /// Distance classes (from a pixel's luma to its 5×5 median) of the joint
@@ -37,6 +40,9 @@ const TONE_BLUR: f32 = 2.0;
 /// the benchmark measure 4.2–5.2/255, clean scans 0–2.9/255.
 const AGED_NOISE: f32 = 3.5 / 255.0;
 
+/// Side of the blocks whose mean colour tells monochrome from colour.
+const CHROMA_BLOCK: usize = 16;
+
 /// What one tile contributes to the photo-wide measurements.
 struct Sample {
     /// Channel values by distance class: `[class * BINS + bin]` per channel.
@@ -45,6 +51,8 @@ struct Sample {
     deviations: Vec<f32>,
     /// Distances from the median, for the share of dust.
     distances: Vec<u64>,
+    /// Chroma by luma: monochrome or colour, toned or yellowed.
+    chroma: ChromaStats,
     pixels: usize,
 }
 
@@ -55,6 +63,7 @@ impl Sample {
             tones: [tones(), tones(), tones()],
             deviations: Vec::new(),
             distances: vec![0; BINS],
+            chroma: ChromaStats::default(),
             pixels: 0,
         }
     }
@@ -65,6 +74,7 @@ impl Sample {
         }
         self.deviations.extend(other.deviations);
         self.distances = add_histogram(self.distances, other.distances);
+        self.chroma.merge(&other.chroma);
         self.pixels += other.pixels;
         self
     }
@@ -97,6 +107,27 @@ impl Sample {
                 }
             }
         }
+        // Colour is judged on block means: grain is per pixel and per
+        // channel, a photo's colours are regions.
+        for by in (core.y..core.y + core.height).step_by(CHROMA_BLOCK) {
+            for bx in (core.x..core.x + core.width).step_by(CHROMA_BLOCK) {
+                let (bw, bh) = (
+                    CHROMA_BLOCK.min(core.x + core.width - bx),
+                    CHROMA_BLOCK.min(core.y + core.height - by),
+                );
+                if bw < CHROMA_BLOCK || bh < CHROMA_BLOCK {
+                    continue;
+                }
+                let mut sum = [0.0f32; 3];
+                for y in by..by + bh {
+                    for (s, plane) in sum.iter_mut().zip(&planes.c) {
+                        *s += plane[y * w + bx..y * w + bx + bw].iter().sum::<f32>();
+                    }
+                }
+                let n = (bw * bh) as f32;
+                sample.chroma.add(sum[0] / n, sum[1] / n, sum[2] / n);
+            }
+        }
         sample.pixels = core.width * core.height;
         sample
     }
@@ -115,7 +146,8 @@ impl Sample {
     }
 }
 
-pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
+/// Measures the photo; `keep_tone` keeps a toned print's tone.
+pub fn measure(image: &DynamicImage, tiles: &[Tile], keep_tone: bool) -> Params {
     // The photo as it came: its noise, how much of it stands out from its
     // surroundings the way dust does, and its tones without that dust.
     let sample = tiles
@@ -137,6 +169,14 @@ pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
         stages::levels_from(&sample.tones_without_dust(if remove_defects { defect_threshold } else { 1.0 }))
     } else {
         [None; 3]
+    };
+    // A faded print's tone faded with its contrast: it comes back as the
+    // levels widen the grey scale.
+    let stretch = stages::luma_stretch(&levels);
+    let tone = if aged {
+        sample.chroma.tone(stretch, keep_tone)
+    } else {
+        Tone::Colour
     };
     // The noise the denoiser meets: after the levels have stretched it.
     let stretched = tiles
@@ -161,6 +201,7 @@ pub fn measure(image: &DynamicImage, tiles: &[Tile]) -> Params {
         defect_threshold,
         remove_defects,
         aged,
+        tone,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod planes;
 pub mod quality;
 pub mod stages;
 pub mod tiles;
+pub mod tone;
 
 use image::{ColorType, DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
 use rayon::prelude::*;
@@ -33,20 +34,41 @@ pub struct Report {
     pub noise_sigma: f32,
     /// Black and white points per channel.
     pub levels: [(f32, f32); 3],
+    /// What was done to the photo's colour.
+    pub tone: tone::Tone,
+}
+
+/// What the shop's configuration asks of the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// A print toned on purpose (sepia) keeps an even tone, its yellowing
+    /// removed (`restoration.keep_tone`); otherwise it comes back grey.
+    pub keep_tone: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { keep_tone: true }
+    }
 }
 
 /// Restores `image`, returning a photo of the same size and colour type
 /// (8- and 16-bit grey and colour, with alpha kept; other types as 8-bit RGB).
 pub fn restore(image: &DynamicImage) -> (DynamicImage, Report) {
-    restore_in_tiles(image, tiles::TILE)
+    restore_with(image, Options::default())
 }
 
-/// As [`restore`], with tiles of `tile` pixels a side.
-pub fn restore_in_tiles(image: &DynamicImage, tile: u32) -> (DynamicImage, Report) {
+/// As [`restore`], as `options` ask.
+pub fn restore_with(image: &DynamicImage, options: Options) -> (DynamicImage, Report) {
+    restore_in_tiles(image, tiles::TILE, options)
+}
+
+/// As [`restore_with`], with tiles of `tile` pixels a side.
+pub fn restore_in_tiles(image: &DynamicImage, tile: u32, options: Options) -> (DynamicImage, Report) {
     let (width, height) = image.dimensions();
     let bands = tiles::bands(width, height, tile, tiles::HALO);
     let all: Vec<tiles::Tile> = bands.iter().flatten().copied().collect();
-    let params = analysis::measure(image, &all);
+    let params = analysis::measure(image, &all, options.keep_tone);
     let mut out = DynamicImage::new(width, height, output_color(image.color()));
     let mut defect_pixels = 0;
     // Band by band: at most one band of restored tiles waits to be pasted.
@@ -67,6 +89,7 @@ pub fn restore_in_tiles(image: &DynamicImage, tile: u32) -> (DynamicImage, Repor
     let report = Report {
         defect_pixels,
         noise_sigma: params.noise_sigma,
+        tone: params.tone,
         levels: params
             .levels
             .map(|l| l.map_or((0.0, 1.0), |l| (l.lo, l.lo + l.span))),
@@ -82,7 +105,7 @@ pub fn defect_mask(image: &DynamicImage) -> Vec<bool> {
         .into_iter()
         .flatten()
         .collect();
-    let params = analysis::measure(image, &all);
+    let params = analysis::measure(image, &all, true);
     let planes = Planes::from_image(image);
     if !params.remove_defects {
         return vec![false; planes.len()];
@@ -100,6 +123,7 @@ fn restore_tile(planes: &mut Planes, params: &analysis::Params, core: stages::Re
     };
     if params.aged {
         stages::apply_levels(planes, &params.levels);
+        tone::apply(planes, params.tone);
         stages::denoise(planes, params.noise_sigma);
         stages::sharpen(planes, params.noise_sigma);
     }
@@ -165,11 +189,70 @@ mod tests {
         assert_eq!(output.as_bytes(), clean.as_bytes());
     }
 
+    /// A grey scene, optionally sepia-toned (brown mid-tones, white paper).
+    fn print(toned: bool) -> image::RgbImage {
+        let mut scene = quality::scene(240, 160);
+        for p in scene.pixels_mut() {
+            let l = (p.0[0] as f32 + p.0[1] as f32 + p.0[2] as f32) / (3.0 * 255.0);
+            let h = if toned { 4.0 * l * (1.0 - l) * 0.1 } else { 0.0 };
+            let v = |x: f32| ((x).clamp(0.0, 1.0) * 255.0).round() as u8;
+            p.0 = [v(l + h), v(l + 0.1 * h), v(l - 0.9 * h)];
+        }
+        scene
+    }
+
+    /// Mean R − B of the output's mid-tones, and mean |R − B| overall, of 1.
+    fn warmth(image: &DynamicImage) -> (f32, f32) {
+        let rgb = image.to_rgb8();
+        let (mut mid, mut n, mut all) = (0.0, 0, 0.0);
+        for p in rgb.pixels() {
+            let [r, g, b] = p.0.map(|c| c as f32 / 255.0);
+            let l = (r + g + b) / 3.0;
+            all += (r - b).abs();
+            if (0.3..0.7).contains(&l) {
+                mid += r - b;
+                n += 1;
+            }
+        }
+        (mid / n.max(1) as f32, all / rgb.pixels().len() as f32)
+    }
+
+    #[test]
+    fn a_yellowed_black_and_white_print_comes_back_neutral_grey() {
+        let aged = DynamicImage::ImageRgb8(quality::degrade(&print(false), 3));
+        assert!(warmth(&aged).1 > 0.05, "the ageing yellowed it");
+        let (output, report) = restore(&aged);
+        assert_eq!(report.tone, tone::Tone::Neutral);
+        assert!(warmth(&output).1 < 0.005, "{:?}", warmth(&output));
+    }
+
+    #[test]
+    fn a_sepia_print_keeps_an_even_sepia_unless_told_otherwise() {
+        let aged = DynamicImage::ImageRgb8(quality::degrade(&print(true), 3));
+        let (kept, report) = restore(&aged);
+        assert!(matches!(report.tone, tone::Tone::Toned(_)), "{:?}", report.tone);
+        let (mid, _) = warmth(&kept);
+        assert!(mid > 0.02, "the mid-tones stay brown: {mid}");
+        // Even: the same tone wherever the grey is the same.
+        let rgb = kept.to_rgb8();
+        let warm: Vec<f32> = rgb
+            .pixels()
+            .filter(|p| (115..140).contains(&((p.0[0] as u32 + p.0[1] as u32 + p.0[2] as u32) / 3)))
+            .map(|p| (p.0[0] as f32 - p.0[2] as f32) / 255.0)
+            .collect();
+        let mean = warm.iter().sum::<f32>() / warm.len().max(1) as f32;
+        let spread = (warm.iter().map(|w| (w - mean).powi(2)).sum::<f32>() / warm.len().max(1) as f32).sqrt();
+        assert!(spread < 0.01, "an even tone: {spread}");
+        let (grey, report) = restore_with(&aged, Options { keep_tone: false });
+        assert_eq!(report.tone, tone::Tone::Neutral);
+        assert!(warmth(&grey).1 < 0.005, "{:?}", warmth(&grey));
+    }
+
     #[test]
     fn tiles_leave_no_seams() {
         let aged = DynamicImage::ImageRgb8(quality::degrade(&quality::scene(300, 200), 5));
-        let (whole, a) = restore_in_tiles(&aged, 4096);
-        let (tiled, b) = restore_in_tiles(&aged, 64);
+        let (whole, a) = restore_in_tiles(&aged, 4096, Options::default());
+        let (tiled, b) = restore_in_tiles(&aged, 64, Options::default());
         assert_eq!(
             (a.noise_sigma, a.levels),
             (b.noise_sigma, b.levels),

@@ -333,26 +333,92 @@ pub fn add_to_histograms(p: &Planes, histograms: &mut [Vec<u64>; 3]) {
     }
 }
 
-/// Per-channel levels from each channel's 0.5th and 99.5th percentiles (of
-/// the photo slightly blurred, so grain and dust do not widen them): a faded
-/// print's washed-out range and its colour cast are undone together (each
-/// channel faded and tinted on its own). A channel that already spans its
-/// range is left alone, and no channel is stretched more than 3.5× (a span
-/// of at least 0.25, kept centred on the tones the photo has), so noise is
-/// not blown up and a photo that is dark or pale by nature keeps its key.
+/// Levels that undo fading and yellowing, and only those. Each channel's
+/// tonal range is its 0.5th to 99.5th percentile (of the photo slightly
+/// blurred, so grain and dust do not widen it).
+///
+/// - **Yellowing** dims blue most and green a little, every tone alike. It
+///   is corrected only when the channels' white points are in that order
+///   (red ≥ green ≥ blue), and only as far as yellowing goes (green × 1.15,
+///   blue × 1.5 at most): a photo's own strong colour, or a cast of
+///   another hue, is its own.
+/// - **Fading** narrows every channel's range alike, so all channels get
+///   one stretch, never each its own (which would turn strong natural
+///   colour into a cast). A narrow range is also what a photo of a brick
+///   wall or the moon has by nature, so the stretch is the span the photo
+///   most likely had: averaged over prints keeping 25–80 % of their
+///   contrast and photographs spanning 25–100 % of the range, given the
+///   span seen. The result is centred in [`TONE_BOTTOM`]..[`TONE_TOP`].
+///
+/// A photo that already spans its range and shows no yellowing is left alone.
 pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
-    histograms.each_ref().map(|histogram| {
-        let (lo, hi) = percentiles(histogram, 0.005, 0.995);
-        if hi - lo >= 0.92 || hi <= lo {
-            return None;
-        }
-        let span = (hi - lo).max(0.25);
-        let centre = (lo + hi) / 2.0;
+    let ranges = histograms.each_ref().map(|h| percentiles(h, 0.005, 0.995));
+    let white = ranges.map(|(_, hi)| hi);
+    let gains = if white[0] >= white[1] && white[1] >= white[2] && white[2] > 0.0 {
+        [
+            1.0,
+            (white[0] / white[1]).min(MAX_GREEN_GAIN),
+            (white[0] / white[2]).min(MAX_BLUE_GAIN),
+        ]
+    } else {
+        [1.0; 3]
+    };
+    // The grey scale's range: the channels' (gained) ranges averaged, so a
+    // channel the cast correction could not match exactly does not shift it.
+    let lo = (0..3).map(|c| ranges[c].0 * gains[c]).sum::<f32>() / 3.0;
+    let hi = (0..3).map(|c| ranges[c].1 * gains[c]).sum::<f32>() / 3.0;
+    let seen = hi - lo;
+    let yellowed = gains.iter().any(|g| *g > 1.0 + 1e-3);
+    if seen <= 0.0 || (seen >= 0.92 && !yellowed) {
+        return [None; 3];
+    }
+    // Output units per (gained) input unit, about the range's middle.
+    let scale = if seen >= 0.92 {
+        1.0
+    } else {
+        likely_span(seen) / seen
+    };
+    let (middle, centre) = ((lo + hi) / 2.0, (TONE_BOTTOM + TONE_TOP) / 2.0);
+    // out = centre + (gain·v − middle)·scale, as `apply_levels` writes it.
+    gains.map(|gain| {
         Some(Level {
-            lo: (centre - span / 2.0).clamp(0.0, 1.0 - span),
-            span,
+            lo: (middle + (TONE_BOTTOM - centre) / scale) / gain,
+            span: (TONE_TOP - TONE_BOTTOM) / (gain * scale),
         })
     })
+}
+
+const MAX_GREEN_GAIN: f32 = 1.15;
+const MAX_BLUE_GAIN: f32 = 1.5;
+/// How much of its contrast a faded print keeps, at least and at most.
+const FADE: (f32, f32) = (0.25, 0.8);
+/// How much of the tonal range a photograph spans, at least.
+const MIN_SPAN: f32 = 0.25;
+
+/// The span a photo most likely had when `seen` is what fading left of it:
+/// the mean of `seen / k` over the fades `k` that give a possible span
+/// (weighted 1/k, the density of the span for a uniform fade).
+fn likely_span(seen: f32) -> f32 {
+    let k1 = FADE.0.max(seen);
+    let k2 = FADE.1.min(seen / MIN_SPAN);
+    if k1 >= k2 {
+        // Faded beyond the model (a span under 1/16), or barely at all.
+        return if seen < FADE.0 {
+            MIN_SPAN
+        } else {
+            seen.clamp(TONE_TOP - TONE_BOTTOM, 1.0)
+        };
+    }
+    seen * (1.0 / k1 - 1.0 / k2) / (k2 / k1).ln()
+}
+
+/// How much `levels` widen the grey scale, on average over the channels.
+pub fn luma_stretch(levels: &[Option<Level>; 3]) -> f32 {
+    levels
+        .iter()
+        .map(|l| l.map_or(1.0, |l| (TONE_TOP - TONE_BOTTOM) / l.span))
+        .sum::<f32>()
+        / 3.0
 }
 
 /// Remaps each channel by its level, onto 3%..90%, where most photographs
@@ -552,30 +618,66 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_faded_tinted_photo_is_stretched_per_channel_and_a_full_range_one_kept() {
+    fn ramp(ranges: [(f32, f32); 3]) -> Planes {
         let mut p = Planes::new(100, 1);
-        for (ch, (offset, span)) in [(0.3, 0.4), (0.28, 0.36), (0.2, 0.3)].into_iter().enumerate() {
+        for (ch, (offset, span)) in ranges.into_iter().enumerate() {
             for (i, v) in p.c[ch].iter_mut().enumerate() {
                 *v = offset + span * i as f32 / 99.0;
             }
         }
-        stretch_channels(&mut p);
-        for ch in 0..3 {
-            assert!((p.c[ch][0] - TONE_BOTTOM).abs() < 0.02, "{}", p.c[ch][0]);
-            assert!((p.c[ch][99] - TONE_TOP).abs() < 0.02, "{}", p.c[ch][99]);
-        }
+        p
+    }
 
-        let mut full = Planes::new(100, 1);
-        for ch in 0..3 {
-            full.c[ch]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, v)| *v = i as f32 / 99.0);
+    /// A faded, yellowed print: one stretch for every channel, and the
+    /// yellowing (blue and green dimmed) taken out.
+    #[test]
+    fn a_faded_yellowed_photo_is_stretched_and_its_yellowing_removed() {
+        let mut p = ramp([(0.3, 0.4), (0.279, 0.372), (0.216, 0.288)]);
+        stretch_channels(&mut p);
+        for i in [0, 50, 99] {
+            let (r, g, b) = (p.c[0][i], p.c[1][i], p.c[2][i]);
+            assert!(
+                (r - g).abs() < 0.02 && (r - b).abs() < 0.02,
+                "neutral again: {r} {g} {b}"
+            );
         }
+        let contrast = p.c[0][99] - p.c[0][0];
+        assert!(
+            contrast > 0.55 && contrast < 0.9,
+            "stretched from 0.4: {contrast}"
+        );
+    }
+
+    /// Strong natural colour (a red photo, blue nearly absent) keeps its
+    /// colour: no channel is stretched on its own.
+    #[test]
+    fn strong_natural_colour_is_not_read_as_a_cast() {
+        let mut p = ramp([(0.1, 0.85), (0.05, 0.4), (0.0, 0.15)]);
+        stretch_channels(&mut p);
+        // Stretched on its own, blue would span what red spans; it gets
+        // one stretch with red, raised at most by yellowing's own
+        // correction (× 1.5).
+        let span = |q: &Planes, c: usize| q.c[c][99] - q.c[c][0];
+        let (red, blue) = (span(&p, 0), span(&p, 2));
+        assert!(blue < 0.4 * red, "blue {blue} against red {red}");
+    }
+
+    #[test]
+    fn a_full_range_photo_is_kept() {
+        let mut full = ramp([(0.0, 1.0); 3]);
         let before = full.clone();
         assert_eq!(stretch_channels(&mut full), [(0.0, 1.0); 3]);
         assert_eq!(full, before);
+    }
+
+    /// A narrow range is stretched less the narrower it is relative to
+    /// what fading leaves: never to the full range.
+    #[test]
+    fn a_narrow_range_is_stretched_to_its_likely_span() {
+        assert!((likely_span(0.6) - 0.85).abs() < 0.1, "{}", likely_span(0.6));
+        let narrow = likely_span(0.15);
+        assert!(narrow > 0.3 && narrow < 0.5, "{narrow}");
+        assert!(likely_span(0.02) <= MIN_SPAN);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub struct LocalRestorer {
     storage: Storage,
     /// The same decode budget as validation at upload.
     limits: Arc<PhotoLimits>,
+    options: crate::restoration::Options,
     /// The engine is CPU-bound (its tiles already use every core) and holds
     /// the decoded photo and its output: more runs than cores only add
     /// memory, so they queue here.
@@ -25,11 +26,12 @@ pub struct LocalRestorer {
 }
 
 impl LocalRestorer {
-    pub fn new(storage: Storage, limits: PhotoLimits) -> Self {
+    pub fn new(storage: Storage, limits: PhotoLimits, options: crate::restoration::Options) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             storage,
             limits: Arc::new(limits),
+            options,
             engines: Arc::new(Semaphore::new(cores)),
         }
     }
@@ -37,10 +39,14 @@ impl LocalRestorer {
 
 /// Decodes (within the upload's decode budget), restores and encodes one
 /// photo.
-pub fn restore_bytes(data: &[u8], limits: &PhotoLimits) -> Result<(Vec<u8>, ImageFormat), RestoreError> {
+pub fn restore_bytes(
+    data: &[u8],
+    limits: &PhotoLimits,
+    options: crate::restoration::Options,
+) -> Result<(Vec<u8>, ImageFormat), RestoreError> {
     let (image, format) = validation::open_upright(data, limits)
         .map_err(|e| RestoreError::permanent(format!("undecodable photo: {e}")))?;
-    let (restored, report) = crate::restoration::restore(&image);
+    let (restored, report) = crate::restoration::restore_with(&image, options);
     tracing::debug!(?report, "restored by the local engine");
     let out = validation::encode(&restored, format, 92)
         .map_err(|e| RestoreError::permanent(format!("cannot encode the restored photo: {e}")))?;
@@ -64,8 +70,8 @@ impl Restorer for LocalRestorer {
                 .await
                 .map_err(|e| RestoreError::transient(format!("the engine is shutting down: {e}")))?;
             let input = self.storage.get(&request.input_key).await?;
-            let limits = self.limits.clone();
-            let (output, _) = tokio::task::spawn_blocking(move || restore_bytes(&input, &limits))
+            let (limits, options) = (self.limits.clone(), self.options);
+            let (output, _) = tokio::task::spawn_blocking(move || restore_bytes(&input, &limits, options))
                 .await
                 .map_err(|e| RestoreError::transient(format!("the engine stopped: {e}")))??;
             let bytes = output.len() as u64;
@@ -102,7 +108,7 @@ mod tests {
             .write_to(&mut input, ImageFormat::Jpeg)
             .unwrap();
         let input = input.into_inner();
-        let (output, format) = restore_bytes(&input, &limits(64 << 20)).unwrap();
+        let (output, format) = restore_bytes(&input, &limits(64 << 20), Default::default()).unwrap();
         assert_eq!(format, ImageFormat::Jpeg);
         assert_ne!(output, input);
         let decoded = image::load_from_memory(&output).unwrap();
@@ -111,7 +117,7 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_photo() {
-        let err = restore_bytes(b"nope", &limits(64 << 20)).unwrap_err();
+        let err = restore_bytes(b"nope", &limits(64 << 20), Default::default()).unwrap_err();
         assert_eq!(err.kind, super::super::ErrorKind::Permanent);
     }
 
@@ -131,11 +137,13 @@ mod tests {
             "invalid_image"
         );
         assert_eq!(
-            restore_bytes(&input, &tight).unwrap_err().kind,
+            restore_bytes(&input, &tight, Default::default())
+                .unwrap_err()
+                .kind,
             super::super::ErrorKind::Permanent
         );
         let roomy = limits(1 << 20);
         assert!(validation::validate(&input, &roomy).is_ok());
-        assert!(restore_bytes(&input, &roomy).is_ok());
+        assert!(restore_bytes(&input, &roomy, Default::default()).is_ok());
     }
 }

@@ -207,6 +207,9 @@ pub fn from_settings(
         RestorationProvider::Local => Arc::new(local::LocalRestorer::new(
             storage,
             crate::validation::PhotoLimits::from_settings(&settings.uploads),
+            crate::restoration::Options {
+                keep_tone: settings.restoration.keep_tone,
+            },
         )),
         RestorationProvider::Replicate => Arc::new(replicate::ReplicateRestorer::new(
             &settings.replicate,
