@@ -293,3 +293,27 @@ impl Actors {
         let _ = handle.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/healthz` answers 503 (`can_run` false) only once the tree has been
+    /// restarting longer than the grace, so an orchestrator restarts a
+    /// process whose tree cannot come back, and not one riding out a blip.
+    #[test]
+    fn a_tree_restarting_past_its_grace_is_unhealthy_and_a_running_one_healthy() {
+        let health = TreeHealth::default();
+        assert_eq!(health.get(), Health::Running);
+        health.restarting();
+        assert_eq!(health.get(), Health::Restarting);
+        assert!(health.get().can_run());
+        if let Ok(mut since) = health.0.lock() {
+            *since = Instant::now().checked_sub(RESTART_GRACE + Duration::from_secs(1));
+        }
+        assert_eq!(health.get(), Health::Stopped);
+        assert!(!health.get().can_run());
+        health.running();
+        assert_eq!(health.get(), Health::Running);
+    }
+}

@@ -54,25 +54,10 @@ pub fn evidence(luma: &[f32], w: usize, h: usize, threshold: f32) -> Vec<f32> {
         (x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h).then(|| y as usize * w + x as usize)
     };
     // Residuals against the median across each line direction.
-    let mut residuals = vec![vec![0.0f32; luma.len()]; DIRECTIONS.len()];
-    let mut window = Vec::with_capacity(2 * REACH as usize + 1);
-    for (d, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
-        let (ax, ay) = (-dy, dx); // across the line
-        for y in 0..h as isize {
-            for x in 0..w as isize {
-                window.clear();
-                for k in -REACH..=REACH {
-                    if let Some(j) = at(x + k * ax, y + k * ay) {
-                        window.push(luma[j]);
-                    }
-                }
-                let mid = window.len() / 2;
-                let median = *window.select_nth_unstable_by(mid, f32::total_cmp).1;
-                let i = y as usize * w + x as usize;
-                residuals[d][i] = luma[i] - median;
-            }
-        }
-    }
+    let residuals: Vec<Vec<f32>> = DIRECTIONS
+        .iter()
+        .map(|&(dx, dy)| residuals_across(luma, w, h, (-dy, dx)))
+        .collect();
     let mut out = vec![0.0f32; luma.len()];
     for y in 0..h as isize {
         for x in 0..w as isize {
@@ -108,6 +93,58 @@ pub fn evidence(luma: &[f32], w: usize, h: usize, threshold: f32) -> Vec<f32> {
             }
             let line = best / threshold;
             out[i] = if blob.abs() >= line.abs() { blob } else { line };
+        }
+    }
+    out
+}
+
+/// Each pixel's residual against the median of the 2·[`REACH`]+1 pixels
+/// centred on it along `step` (those inside the photo). Every line of
+/// pixels along `step` is walked once with its window kept sorted: one
+/// pixel enters and one leaves per step, instead of a fresh window per
+/// pixel.
+fn residuals_across(luma: &[f32], w: usize, h: usize, step: (isize, isize)) -> Vec<f32> {
+    // A line and its reverse have the same windows.
+    let (sx, sy) = if step.0 < 0 || (step.0 == 0 && step.1 < 0) {
+        (-step.0, -step.1)
+    } else {
+        step
+    };
+    let inside = |x: isize, y: isize| x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h;
+    let reach = REACH as usize;
+    let mut out = vec![0.0f32; luma.len()];
+    let mut line = Vec::with_capacity(w.max(h));
+    let mut sorted: Vec<f32> = Vec::with_capacity(2 * reach + 2);
+    let position = |sorted: &[f32], v: f32| sorted.partition_point(|x| x.total_cmp(&v).is_lt());
+    for y0 in 0..h as isize {
+        for x0 in 0..w as isize {
+            // Each line starts where the step back leaves the photo.
+            if inside(x0 - sx, y0 - sy) {
+                continue;
+            }
+            line.clear();
+            let (mut x, mut y) = (x0, y0);
+            while inside(x, y) {
+                line.push(y as usize * w + x as usize);
+                x += sx;
+                y += sy;
+            }
+            sorted.clear();
+            for &j in line.iter().take(reach) {
+                let v = luma[j];
+                sorted.insert(position(&sorted, v), v);
+            }
+            for (i, &here) in line.iter().enumerate() {
+                if let Some(&j) = line.get(i + reach) {
+                    let v = luma[j];
+                    sorted.insert(position(&sorted, v), v);
+                }
+                if i > reach {
+                    let k = position(&sorted, luma[line[i - reach - 1]]);
+                    sorted.remove(k);
+                }
+                out[here] = luma[here] - sorted[sorted.len() / 2];
+            }
         }
     }
     out
@@ -274,6 +311,37 @@ const FILL_REACH: usize = 6;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sliding windows give exactly the medians of windows taken
+    /// afresh at every pixel, in every direction, edges included.
+    #[test]
+    fn sliding_medians_match_fresh_windows() {
+        let (w, h) = (37, 23);
+        let mut state = 12345u32;
+        let luma: Vec<f32> = (0..w * h)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as f32 / 255.0
+            })
+            .collect();
+        for &(dx, dy) in &DIRECTIONS {
+            let (ax, ay) = (-dy, dx);
+            let fast = residuals_across(&luma, w, h, (ax, ay));
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let mut window: Vec<f32> = (-REACH..=REACH)
+                        .map(|k| (x + k * ax, y + k * ay))
+                        .filter(|&(x, y)| x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h)
+                        .map(|(x, y)| luma[y as usize * w + x as usize])
+                        .collect();
+                    let mid = window.len() / 2;
+                    let median = *window.select_nth_unstable_by(mid, f32::total_cmp).1;
+                    let i = y as usize * w + x as usize;
+                    assert_eq!(fast[i], luma[i] - median, "({x}, {y}) across ({ax}, {ay})");
+                }
+            }
+        }
+    }
 
     fn planes(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Planes {
         let mut p = Planes::new(w, h);
