@@ -215,6 +215,42 @@ async fn retry(app: &TestApp, job: &str, token: Option<&str>) -> reqwest::Respon
     .await
 }
 
+/// A failed order's own refund, told by Stripe after an operator's retry
+/// reopened the order, is the shop's refund heard again: the retry goes on.
+#[tokio::test]
+async fn stripe_telling_of_the_shops_own_refund_does_not_stop_an_operators_retry() {
+    use common::restorers::{Script, spawn_scripted};
+    let (app, restorer) = spawn_scripted(
+        Script {
+            failing: true,
+            ..Default::default()
+        },
+        scripted_admin,
+    )
+    .await;
+    let (order, token) = app.paid_order(2).await;
+    wait_for_order(&app, &order, &token, &["failed"], Duration::from_secs(30)).await;
+    common::eventually(Duration::from_secs(30), "the failed photos refunded", || async {
+        app.count("SELECT count(*) FROM refunds WHERE status = 'succeeded'")
+            .await
+            == 1
+    })
+    .await;
+    restorer.fail(false);
+    let jobs = job_ids(&app, &order).await;
+    assert_eq!(retry(&app, &jobs[0], Some(TOKEN)).await.status(), 202);
+    let intent: String = sqlx::query_scalar("SELECT stripe_payment_intent_id FROM orders")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let mut echo = common::refund_event("cs_echo", 1000, 1000);
+    echo["data"]["object"]["payment_intent"] = serde_json::json!(intent);
+    assert_eq!(app.post_event(&echo).await.status(), 200);
+    let done = wait_for_order(&app, &order, &token, &["completed"], Duration::from_secs(30)).await;
+    assert_eq!(done["progress"]["completed"], 1, "{done}");
+    assert_eq!(done["amount_refunded"], 1000);
+}
+
 fn scripted_admin(s: &mut restoreclick::config::Settings) {
     s.admin.token = restoreclick::config::Secret::new(TOKEN);
 }

@@ -589,6 +589,17 @@ async fn charge_refunded(tx: &mut PgConnection, event: &StripeEvent) -> Result<A
         db::refunds::record_notice(tx, &intent, refunded, full, &event.id).await?;
         return Ok(Applied::RefundKept);
     };
+    // Stripe telling of refunds the shop made itself: their effect on the
+    // order was applied when each was done (`refund::execute`). Read again
+    // here, a full refund the shop made of a failed order would stop the
+    // work an operator's retry has since restarted.
+    if refunded <= db::refunds::committed_for_payment(&mut *tx, &intent).await? {
+        db::orders::set_amount_refunded(tx, order.id, refunded.max(order.amount_refunded)).await?;
+        return Ok(Applied::Refunded(OrderRefunded {
+            order_id: Some(order.id),
+            ..OrderRefunded::default()
+        }));
+    }
     let effect = refund::record_refunded(tx, &order, refunded, full).await?;
     Ok(Applied::Refunded(effect))
 }
