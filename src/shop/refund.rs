@@ -197,6 +197,17 @@ async fn succeeded(
         return Ok(Executed::Lost);
     }
     let effect = match order {
+        // The failed photos' own price back: their photos have already
+        // stopped, so it stops nothing else, even when it is the whole
+        // amount and an operator's retry has reopened the order since.
+        Some(order) if row.reason == RefundReason::FailedPhotos.as_str() => {
+            let total = db::refunds::succeeded_for_payment(&mut *tx, &row.payment_intent_id).await?;
+            db::orders::set_amount_refunded(&mut tx, order.id, total).await?;
+            OrderRefunded {
+                order_id: Some(order.id),
+                ..OrderRefunded::default()
+            }
+        }
         Some(order) => {
             let total = db::refunds::succeeded_for_payment(&mut *tx, &row.payment_intent_id).await?;
             record_refunded(&mut tx, &order, total, false).await?
