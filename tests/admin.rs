@@ -219,15 +219,7 @@ async fn retry(app: &TestApp, job: &str, token: Option<&str>) -> reqwest::Respon
 /// reopened the order, is the shop's refund heard again: the retry goes on.
 #[tokio::test]
 async fn stripe_telling_of_the_shops_own_refund_does_not_stop_an_operators_retry() {
-    use common::restorers::{Script, spawn_scripted};
-    let (app, restorer) = spawn_scripted(
-        Script {
-            failing: true,
-            ..Default::default()
-        },
-        scripted_admin,
-    )
-    .await;
+    let (app, restorer) = failing_scripted().await;
     let (order, token) = app.paid_order(2).await;
     wait_for_order(&app, &order, &token, &["failed"], Duration::from_secs(30)).await;
     common::eventually(Duration::from_secs(30), "the failed photos refunded", || async {
@@ -251,21 +243,26 @@ async fn stripe_telling_of_the_shops_own_refund_does_not_stop_an_operators_retry
     assert_eq!(done["amount_refunded"], 1000);
 }
 
-fn scripted_admin(s: &mut restoreclick::config::Settings) {
-    s.admin.token = restoreclick::config::Secret::new(TOKEN);
-}
-
-#[tokio::test]
-async fn a_failed_photo_of_a_finished_order_is_restored_on_an_operators_retry() {
+/// The shop with a scripted restorer that fails until told otherwise.
+async fn failing_scripted() -> (TestApp, std::sync::Arc<common::restorers::Scripted>) {
     use common::restorers::{Script, spawn_scripted};
-    let (app, restorer) = spawn_scripted(
+    spawn_scripted(
         Script {
             failing: true,
             ..Default::default()
         },
         scripted_admin,
     )
-    .await;
+    .await
+}
+
+fn scripted_admin(s: &mut restoreclick::config::Settings) {
+    s.admin.token = restoreclick::config::Secret::new(TOKEN);
+}
+
+#[tokio::test]
+async fn a_failed_photo_of_a_finished_order_is_restored_on_an_operators_retry() {
+    let (app, restorer) = failing_scripted().await;
     let (order, token) = app.paid_order(2).await;
     let failed = wait_for_order(&app, &order, &token, &["failed"], Duration::from_secs(30)).await;
     assert_eq!(failed["progress"]["failed"], 2);

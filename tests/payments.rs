@@ -303,11 +303,8 @@ async fn a_refund_that_arrives_before_its_payment_makes_a_refunded_order_that_do
     assert_eq!(body["error"]["code"], "order_refunded");
 }
 
-/// The order-status check inside the statement that begins an attempt is
-/// what stops an instance that has not heard of the refund yet: a job it
-/// still sees as due does not start.
-#[tokio::test]
-async fn no_attempt_begins_on_a_refunded_order_whatever_its_jobs_say() {
+/// The shop on the fake Stripe, with predictions that never end.
+async fn shop_with_endless_predictions() -> (TestApp, FakeReplicate) {
     let replicate = FakeReplicate::start_with(1_000_000).await;
     let app = spawn_app_with(Options {
         stripe: true,
@@ -315,6 +312,15 @@ async fn no_attempt_begins_on_a_refunded_order_whatever_its_jobs_say() {
         ..Default::default()
     })
     .await;
+    (app, replicate)
+}
+
+/// The order-status check inside the statement that begins an attempt is
+/// what stops an instance that has not heard of the refund yet: a job it
+/// still sees as due does not start.
+#[tokio::test]
+async fn no_attempt_begins_on_a_refunded_order_whatever_its_jobs_say() {
+    let (app, replicate) = shop_with_endless_predictions().await;
     let (session, cs) = open_checkout(&app, 1).await;
     app.post_event(&completed_event(&cs, &session, 500)).await;
     eventually(LONG, "the prediction to start", || async {
@@ -359,13 +365,7 @@ async fn no_attempt_begins_on_a_refunded_order_whatever_its_jobs_say() {
 
 #[tokio::test]
 async fn a_refund_cancels_the_predictions_in_flight_and_starts_no_new_attempt() {
-    let replicate = FakeReplicate::start_with(1_000_000).await; // predictions that never end
-    let app = spawn_app_with(Options {
-        stripe: true,
-        replicate: Some(replicate.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (app, replicate) = shop_with_endless_predictions().await;
     let (session, cs) = open_checkout(&app, 2).await;
     app.post_event(&completed_event(&cs, &session, 1000)).await;
     eventually(LONG, "both predictions to start", || async {
@@ -664,13 +664,7 @@ async fn the_webhook_racing_fifty_polls_and_deliveries_makes_one_order() {
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn a_refund_that_lands_while_its_payment_becomes_an_order_refunds_that_order() {
-    let replicate = FakeReplicate::start_with(1_000_000).await;
-    let app = spawn_app_with(Options {
-        stripe: true,
-        replicate: Some(replicate.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (app, replicate) = shop_with_endless_predictions().await;
     let (session, cs) = open_checkout(&app, 2).await;
     fail::cfg("fulfilment::paid_locked", "1*return(1500)").unwrap();
     let payment = completed_event(&cs, &session, 1000);
