@@ -245,8 +245,12 @@ fn main() {
     for s in &samples {
         let input = DynamicImage::ImageRgb8(s.aged.clone());
         let started = Instant::now();
-        let (restored, _) = one_thread.install(|| restoration::restore(&input));
+        let (restored, report) = one_thread.install(|| restoration::restore(&input));
         let seconds = started.elapsed().as_secs_f64();
+        if let Some(dir) = &keep {
+            // What the engine measured, beside the photos it kept.
+            let _ = std::fs::write(dir.join(format!("{}.report", s.name)), format!("{report:?}\n"));
+        }
         let engine = restored.to_rgb8();
         let cv = cv_times.as_ref().and_then(|times| {
             let file = format!("{}.png", s.name);

@@ -4,9 +4,10 @@
 //! measures — its colour cast, its tonal range, its noise, how much of it
 //! looks like dust (`analysis`).
 //!
-//! Pipeline: defect removal (dust and scratches found against a median,
-//! filled from their surroundings) → per-channel levels (undoing fading and
-//! colour cast together) → edge-preserving denoising (luma bilateral, chroma
+//! Pipeline: defect removal (dust and scratches found against directional
+//! medians, filled from their surroundings and the lines crossing them) →
+//! levels (yellowing removed, fading undone to the most likely original
+//! tones) → tone (monochrome prints made grey or evenly toned) → edge-preserving denoising (luma bilateral, chroma
 //! smoothing, strength from the noise measured after the levels) → gentle
 //! sharpening (only on photos clean enough to take it).
 //!

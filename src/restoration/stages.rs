@@ -342,13 +342,13 @@ pub fn add_to_histograms(p: &Planes, histograms: &mut [Vec<u64>; 3]) {
 ///   (red ≥ green ≥ blue), and only as far as yellowing goes (green × 1.15,
 ///   blue × 1.5 at most): a photo's own strong colour, or a cast of
 ///   another hue, is its own.
-/// - **Fading** narrows every channel's range alike, so all channels get
-///   one stretch, never each its own (which would turn strong natural
-///   colour into a cast). A narrow range is also what a photo of a brick
-///   wall or the moon has by nature, so the stretch is the span the photo
-///   most likely had: averaged over prints keeping 25–80 % of their
-///   contrast and photographs spanning 25–100 % of the range, given the
-///   span seen. The result is centred in [`TONE_BOTTOM`]..[`TONE_TOP`].
+/// - **Fading** pulls every tone towards one grey, the same for every
+///   channel, so all channels get one remapping, never each its own (which
+///   would turn strong natural colour into a cast). How far it pulled, and
+///   towards which grey, cannot be read off one photo: a narrow range is
+///   also what a brick wall or the moon has by nature. So the remapping is
+///   the most likely original given what is seen ([`unfade`]), not a
+///   stretch to a fixed range, and a photo keeps its own brightness.
 ///
 /// A photo that already spans its range and shows no yellowing is left alone.
 pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
@@ -372,18 +372,23 @@ pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
     if seen <= 0.0 || (seen >= 0.92 && !yellowed) {
         return [None; 3];
     }
-    // Output units per (gained) input unit, about the range's middle.
-    let scale = if seen >= 0.92 {
-        1.0
-    } else {
-        likely_span(seen) / seen
-    };
-    let (middle, centre) = ((lo + hi) / 2.0, (TONE_BOTTOM + TONE_TOP) / 2.0);
-    // out = centre + (gain·v − middle)·scale, as `apply_levels` writes it.
+    let (offset, scale) = unfade(lo, hi).unwrap_or_else(|| {
+        // Outside what fading explains: barely faded (kept), or faded
+        // beyond the strongest fade (stretched to the narrowest span a
+        // photograph has, centred).
+        let scale = if seen >= 0.92 {
+            1.0
+        } else {
+            likely_span(seen) / seen
+        };
+        let centre = (TONE_BOTTOM + TONE_TOP) / 2.0;
+        (centre - (lo + hi) / 2.0 * scale, scale)
+    });
+    // out = offset + scale·gain·v, as `apply_levels` writes it.
     gains.map(|gain| {
         Some(Level {
-            lo: (middle + (TONE_BOTTOM - centre) / scale) / gain,
-            span: (TONE_TOP - TONE_BOTTOM) / (gain * scale),
+            lo: (TONE_BOTTOM - offset) / (scale * gain),
+            span: (TONE_TOP - TONE_BOTTOM) / (scale * gain),
         })
     })
 }
@@ -392,8 +397,43 @@ const MAX_GREEN_GAIN: f32 = 1.15;
 const MAX_BLUE_GAIN: f32 = 1.5;
 /// How much of its contrast a faded print keeps, at least and at most.
 const FADE: (f32, f32) = (0.25, 0.8);
+/// The grey fading pulls tones towards: the blacks lift towards the paper
+/// far more than the whites dim.
+const FADE_GREY: (f32, f32) = (0.45, 0.7);
 /// How much of the tonal range a photograph spans, at least.
 const MIN_SPAN: f32 = 0.25;
+/// How far above black a photograph's black point usually lies (the scale
+/// of an exponential prior): most photographs hold a near-black somewhere.
+const BLACK_POINT: f32 = 0.07;
+
+/// Undoing fading as `out = offset + scale·v`: the mean original tone given
+/// the range `lo..hi` seen. Fading took every tone `v` to
+/// `g·(1 − k) + k·v` for a grey `g` in [`FADE_GREY`] and a fade `k` in
+/// [`FADE`]; each (g, k) whose original range would be a photograph's
+/// (inside 0..1, at least [`MIN_SPAN`] wide) is weighted by the prior on
+/// its black point and 1/k (the density of the span for a uniform fade),
+/// and the inverses `(v − g·(1 − k)) / k` are averaged — still a line in
+/// `v`. `None` when no fade explains the range.
+fn unfade(lo: f32, hi: f32) -> Option<(f32, f32)> {
+    const STEPS: (usize, usize) = (25, 55);
+    let (mut weights, mut offsets, mut scales) = (0.0f64, 0.0f64, 0.0f64);
+    for i in 0..=STEPS.0 {
+        let grey = FADE_GREY.0 + (FADE_GREY.1 - FADE_GREY.0) * i as f32 / STEPS.0 as f32;
+        for j in 0..=STEPS.1 {
+            let k = FADE.0 + (FADE.1 - FADE.0) * j as f32 / STEPS.1 as f32;
+            let lift = grey * (1.0 - k);
+            let (lo0, hi0) = ((lo - lift) / k, (hi - lift) / k);
+            if lo0 < -0.02 || hi0 > 1.02 || hi0 - lo0 < MIN_SPAN {
+                continue;
+            }
+            let w = f64::from((-lo0.max(0.0) / BLACK_POINT).exp() / k);
+            weights += w;
+            offsets += w * f64::from(-lift / k);
+            scales += w * f64::from(1.0 / k);
+        }
+    }
+    (weights > 0.0).then(|| ((offsets / weights) as f32, (scales / weights) as f32))
+}
 
 /// The span a photo most likely had when `seen` is what fading left of it:
 /// the mean of `seen / k` over the fades `k` that give a possible span
@@ -678,6 +718,32 @@ mod tests {
         let narrow = likely_span(0.15);
         assert!(narrow > 0.3 && narrow < 0.5, "{narrow}");
         assert!(likely_span(0.02) <= MIN_SPAN);
+    }
+
+    /// Fading undone: a faded print's range comes back near its original
+    /// place, and a dark photo darker than a light one, not both re-centred
+    /// (a light photo's black point is pulled down a little by the prior:
+    /// most photographs hold a near-black).
+    #[test]
+    fn unfading_gives_back_the_original_range_and_brightness() {
+        let fade = |v: f32, grey: f32, k: f32| grey * (1.0 - k) + k * v;
+        for (lo0, hi0) in [(0.02, 0.95), (0.0, 0.6)] {
+            let (lo, hi) = (fade(lo0, 0.6, 0.5), fade(hi0, 0.6, 0.5));
+            let (offset, scale) = unfade(lo, hi).expect("a fade explains it");
+            let (a, b) = (offset + scale * lo, offset + scale * hi);
+            assert!(
+                (a - lo0).abs() < 0.12 && (b - hi0).abs() < 0.12,
+                "{lo0}..{hi0} came back as {a}..{b}"
+            );
+        }
+        // The middle of each restored range.
+        let middle = |lo0: f32, hi0: f32| {
+            let (lo, hi) = (fade(lo0, 0.6, 0.5), fade(hi0, 0.6, 0.5));
+            let (offset, scale) = unfade(lo, hi).expect("a fade explains it");
+            offset + scale * (lo + hi) / 2.0
+        };
+        assert!(middle(0.0, 0.6) < middle(0.3, 0.98) - 0.1);
+        assert_eq!(unfade(0.5, 0.51), None, "faded beyond any fade");
     }
 
     #[test]
