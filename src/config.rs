@@ -5,7 +5,7 @@
 //! variables, then the conventional variables (`DATABASE_URL`, `STRIPE_SECRET_KEY`, …).
 //! Nothing else in the crate reads the environment.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +98,9 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub uploads: UploadSettings,
     pub pricing: PricingSettings,
+    /// Priced options beside the repair (`[options.NAME]`), by option id.
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionSettings>,
     pub payments: PaymentSettings,
     pub refunds: RefundSettings,
     pub stripe: StripeSettings,
@@ -311,6 +314,26 @@ pub struct PricingSettings {
     pub unit_amount: i64,
     pub currency: String,
     pub product_name: String,
+}
+
+/// One priced option: what the customer sees and pays per photo, and for
+/// the Replicate provider the model that does it (as `[replicate]` names
+/// the repair's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OptionSettings {
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    /// Minor units per photo.
+    pub unit_amount: i64,
+    /// `owner/name` or `owner/name:version`.
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub image_input: String,
+    /// The model's other inputs, as a JSON object.
+    #[serde(default)]
+    pub extra_input: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -670,6 +693,7 @@ impl Settings {
             ));
         }
         self.validate_replicate()?;
+        self.validate_options()?;
         if self.mail.max_attempts == 0 {
             return Err(invalid("mail.max_attempts", "must be at least 1"));
         }
@@ -788,6 +812,39 @@ impl Settings {
                 "http.cors_origins",
                 format!("{bad:?} is not an origin like https://shop.example"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Every option is one the shop knows, priced, and for Replicate names
+    /// its model the way `[replicate]` does.
+    fn validate_options(&self) -> Result<(), ConfigError> {
+        for (name, option) in &self.options {
+            let fail = |what: &str| invalid("options", format!("options.{name}: {what}"));
+            if name.parse::<crate::domain::options::RestorationOption>().is_err() {
+                return Err(fail(
+                    "not an option; the options are faces, colorize, upscale_2x, upscale_4x",
+                ));
+            }
+            if option.unit_amount < 0 {
+                return Err(fail("unit_amount must not be negative"));
+            }
+            if option.label.trim().is_empty() {
+                return Err(fail("label must be set"));
+            }
+            if !option.model.trim().is_empty() {
+                let model = option.model.split(':').next().unwrap_or_default();
+                if model.split('/').count() != 2 || model.split('/').any(str::is_empty) {
+                    return Err(fail("model must be owner/name or owner/name:version"));
+                }
+                if option.image_input.trim().is_empty() {
+                    return Err(fail("image_input must name the model's image input"));
+                }
+            }
+            let extra = option.extra_input.trim();
+            if !extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))) {
+                return Err(fail("extra_input must be a JSON object"));
+            }
         }
         Ok(())
     }
@@ -1038,6 +1095,35 @@ mod tests {
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::load_with_env(Path::new("/nonexistent"), &env)
+    }
+
+    #[test]
+    fn every_option_key_can_be_set_from_the_environment_and_is_checked() {
+        let s = load(&[
+            ("RESTORECLICK__OPTIONS__FACES__UNIT_AMOUNT", "250"),
+            ("RESTORECLICK__OPTIONS__COLORIZE__MODEL", "someone/colour:abc123"),
+        ])
+        .expect("loads");
+        assert_eq!(s.options["faces"].unit_amount, 250);
+        assert_eq!(s.options["colorize"].model, "someone/colour:abc123");
+        assert_eq!(s.options["upscale_4x"].extra_input, r#"{"scale": 4}"#);
+        let refused = |vars: &[(&str, &str)]| match load(vars) {
+            Err(ConfigError::Invalid {
+                key: "options",
+                message,
+            }) => message,
+            other => panic!("{vars:?} loaded: {other:?}"),
+        };
+        assert!(
+            refused(&[
+                ("RESTORECLICK__OPTIONS__SHARPEN__LABEL", "Sharpen"),
+                ("RESTORECLICK__OPTIONS__SHARPEN__UNIT_AMOUNT", "1")
+            ])
+            .contains("options.sharpen")
+        );
+        assert!(refused(&[("RESTORECLICK__OPTIONS__FACES__UNIT_AMOUNT", "-1")]).contains("unit_amount"));
+        assert!(refused(&[("RESTORECLICK__OPTIONS__FACES__MODEL", "gfpgan")]).contains("model"));
+        assert!(refused(&[("RESTORECLICK__OPTIONS__FACES__EXTRA_INPUT", "[1]")]).contains("extra_input"));
     }
 
     /// `serve` and `worker` on one host, or two of either on other ports,

@@ -431,3 +431,125 @@ async fn photos_of_a_paid_session_cannot_change() {
     assert_eq!(view["status"], "paid");
     assert!(view["order_id"].as_str().unwrap().starts_with("ord_"));
 }
+
+/// Posts a checkout body as it comes.
+async fn checkout_with(app: &common::TestApp, body: Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/api/checkout"))
+        .json(&body)
+        .send()
+        .await
+        .expect("checkout request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("checkout JSON"))
+}
+
+/// The problems a refused checkout named, as (option, photo, problem).
+fn problems(body: &Value) -> Vec<(String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    body["error"]["details"]["options"]
+        .as_array()
+        .expect("details.options")
+        .iter()
+        .map(|p| (text(&p["option"]), text(&p["photo"]), text(&p["problem"])))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_options_are_listed_with_their_prices_and_none_is_sold_before_the_chain_runs_it() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/api/pricing").await;
+    assert_eq!(status, 200);
+    let options = body["options"].as_array().expect("options");
+    let listed: Vec<(&str, i64, bool)> = options
+        .iter()
+        .map(|o| {
+            assert!(!o["label"].as_str().unwrap().is_empty() && o["description"].is_string());
+            (
+                o["id"].as_str().unwrap(),
+                o["unit_amount"].as_i64().unwrap(),
+                o["available"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("faces", 200, false),
+            ("colorize", 300, false),
+            ("upscale_2x", 150, false),
+            ("upscale_4x", 300, false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn options_that_cannot_be_bought_are_refused_with_every_problem_named_and_nothing_opened() {
+    let app = spawn_app_with(stripe_app()).await;
+    let upload = app.upload_photos(2).await;
+    let session = upload["session_id"].as_str().unwrap();
+    let photo = upload["files"][0]["id"].as_str().unwrap();
+
+    let (status, body) = checkout_with(
+        &app,
+        serde_json::json!({"session_id": session, "options": ["sharpen", "faces", "upscale_2x", "upscale_4x"]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_options");
+    let named = |list: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        list.iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        problems(&body),
+        named(&[
+            ("sharpen", "", "unknown"),
+            ("faces", "", "unavailable"),
+            ("upscale_2x", "", "unavailable"),
+            ("upscale_4x", "", "unavailable"),
+        ])
+    );
+
+    let stranger = "fil_00000000000000000000000000000000";
+    let (status, body) = checkout_with(
+        &app,
+        serde_json::json!({"session_id": session, "photo_options": {photo: ["colorize"], "not-a-photo": []}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        problems(&body),
+        named(&[
+            ("colorize", photo, "unavailable"),
+            ("", "not-a-photo", "unknown_photo")
+        ])
+    );
+    let (status, body) = checkout_with(
+        &app,
+        serde_json::json!({"session_id": session, "photo_options": {stranger: []}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(problems(&body).len(), 1);
+    assert_eq!(problems(&body)[0].2, "unknown_photo");
+    assert!(
+        app.stripe.as_ref().unwrap().created_sessions().await.is_empty(),
+        "nothing was opened"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM checkout_sessions").await, 0);
+
+    // The repair alone, named or not, for every photo or one: the photos' price.
+    let (status, body) = checkout_with(
+        &app,
+        serde_json::json!({"session_id": session, "options": ["repair"], "photo_options": {photo: []}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let cs = body["checkout_session_id"].as_str().unwrap();
+    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
+    assert_eq!(state["amount_total"], 1000);
+    assert_eq!(state["line_items"].as_array().map(Vec::len), Some(1));
+}

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod backoff;
 pub mod filename;
 pub mod ids;
+pub mod options;
 pub mod pace;
 pub mod payments;
 pub mod status;

@@ -32,24 +32,6 @@ pub struct Quote {
     pub amount_total: i64,
 }
 
-/// The quote for `photos` photos restored at `unit_amount` each.
-pub fn quote(photos: usize, unit_amount: i64, currency: &str, product_name: &str) -> Quote {
-    let quantity = u32::try_from(photos).unwrap_or(u32::MAX);
-    let line_items = vec![LineItem {
-        kind: "repair".to_owned(),
-        name: product_name.to_owned(),
-        unit_amount,
-        quantity,
-    }];
-    let amount_total = line_items.iter().map(LineItem::amount).sum();
-    Quote {
-        currency: currency.to_ascii_lowercase(),
-        line_items,
-        photo_amounts: vec![unit_amount; photos],
-        amount_total,
-    }
-}
-
 /// What the shop sold, as its checkout froze it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sold<'a> {
@@ -193,17 +175,6 @@ pub fn failed_photos_refund(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_quote_prices_every_photo_and_sums_its_lines() {
-        let q = quote(3, 500, "USD", "Photo restoration");
-        assert_eq!(q.amount_total, 1500);
-        assert_eq!(q.photo_amounts, vec![500, 500, 500]);
-        assert_eq!(q.currency, "usd");
-        assert_eq!(q.line_items.len(), 1);
-        assert_eq!(q.line_items[0].quantity, 3);
-        assert_eq!(q.line_items[0].amount(), 1500);
-    }
 
     #[test]
     fn only_the_exact_payment_matches() {

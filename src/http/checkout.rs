@@ -10,8 +10,10 @@ use axum::{
     extract::{Path, State, rejection::JsonRejection},
     routing::{get, post},
 };
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{
@@ -20,9 +22,12 @@ use super::{
 };
 use crate::{
     db,
-    domain::{self, CheckoutStatus, IdKind, payments::LineItem, token},
+    domain::{self, CheckoutStatus, IdKind, options::ChoiceError, payments::LineItem, token},
     providers::payments::PaymentError,
-    shop::checkout::{self as workflow, CheckoutDeps, CheckoutError},
+    shop::{
+        checkout::{self as workflow, CheckoutDeps, CheckoutError, Selection},
+        options,
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -36,6 +41,12 @@ pub(crate) struct CreateCheckout {
     session_id: String,
     #[serde(default)]
     email: Option<String>,
+    /// Options for every photo, beside its repair.
+    #[serde(default)]
+    options: Vec<String>,
+    /// Options for single photos (`fil_…`), replacing `options` for them.
+    #[serde(default)]
+    photo_options: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,7 +67,7 @@ impl AppState {
     }
 }
 
-#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\"}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 400, description = "not JSON, or not the body described"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id), or a delayed payment is on its way (payment_pending)"), (status = 410, description = "expired"), (status = 422, description = "empty session or bad email"), (status = 429, description = "too many checkouts from this address or for this session (rate_limited, with Retry-After)"), (status = 502, description = "the payment provider refused the checkout"), (status = 503, description = "the payment provider is unavailable")))]
+#[utoipa::path(post, path = "/api/checkout", tag = "checkout", request_body(content_type = "application/json", description = "{\"session_id\": \"ups_…\", \"email\": \"optional\", \"options\": [\"faces\"] (optional, every photo), \"photo_options\": {\"fil_…\": [\"colorize\"]} (optional, replacing options for that photo)}"), responses((status = 200, description = "checkout_session_id and checkout_url"), (status = 400, description = "not JSON, or not the body described"), (status = 404, description = "unknown session"), (status = 409, description = "already paid (details.order_id), or a delayed payment is on its way (payment_pending)"), (status = 410, description = "expired"), (status = 422, description = "empty session, bad email, or options that are unknown, unavailable, conflicting or for photos not in the session (invalid_options, details.options)"), (status = 429, description = "too many checkouts from this address or for this session (rate_limited, with Retry-After)"), (status = 502, description = "the payment provider refused the checkout"), (status = 503, description = "the payment provider is unavailable")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateCheckout>, JsonRejection>,
@@ -78,6 +89,7 @@ pub(crate) async fn create(
     };
     let session_id = domain::parse_id(IdKind::UploadSession, &body.session_id)
         .ok_or_else(|| ApiError::not_found("upload session"))?;
+    let selection = selection(&state, &body)?;
     state.checkouts_per_session.check(&session_id).map_err(|wait| {
         super::rate_limit::refused(
             "checkout_per_session",
@@ -85,7 +97,7 @@ pub(crate) async fn create(
             "too many checkouts opened for this upload session; retry after the time given",
         )
     })?;
-    let opened = workflow::open(state.checkout_deps(), session_id, email)
+    let opened = workflow::open(state.checkout_deps(), session_id, email, &selection)
         .await
         .map_err(checkout_error)?;
     expire_at_provider(&state, opened.replaced);
@@ -94,6 +106,52 @@ pub(crate) async fn create(
         checkout_url: opened.url,
         expires_at: opened.expires_at,
     }))
+}
+
+/// The options asked for, checked against what the shop sells: every
+/// problem is listed in `details.options`, with the photo it was for.
+fn selection(state: &AppState, body: &CreateCheckout) -> ApiResult<Selection> {
+    let mut problems: Vec<Value> = Vec::new();
+    let read = |ids: &[String], photo: Option<&str>, problems: &mut Vec<Value>| {
+        options::choose(&state.settings, ids)
+            .map_err(|errors| problems.extend(errors.iter().map(|e| option_problem(e, photo))))
+            .unwrap_or_default()
+    };
+    let every = read(&body.options, None, &mut problems);
+    let mut per_photo = BTreeMap::new();
+    for (photo, ids) in &body.photo_options {
+        let choice = read(ids, Some(photo), &mut problems);
+        match domain::parse_id(IdKind::File, photo) {
+            Some(id) => {
+                per_photo.insert(id, choice);
+            }
+            None => problems.push(
+                json!({"photo": photo, "problem": "unknown_photo", "message": "not a photo id (fil_…)"}),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Selection { every, per_photo })
+    } else {
+        Err(invalid_options(problems))
+    }
+}
+
+fn option_problem(e: &ChoiceError, photo: Option<&str>) -> Value {
+    let (option, problem) = match e {
+        ChoiceError::Unknown(id) => (id.clone(), "unknown"),
+        ChoiceError::Unavailable(o) => (o.as_str().to_owned(), "unavailable"),
+        ChoiceError::Conflicting(a, b) => (format!("{a}+{b}"), "conflicting"),
+    };
+    json!({"option": option, "photo": photo, "problem": problem, "message": e.to_string()})
+}
+
+fn invalid_options(problems: Vec<Value>) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_options",
+        "some of the options chosen cannot be bought here",
+    )
+    .with_details(json!({"options": problems}))
 }
 
 fn checkout_error(e: CheckoutError) -> ApiError {
@@ -106,6 +164,12 @@ fn checkout_error(e: CheckoutError) -> ApiError {
         CheckoutError::Expired => ApiError::gone("session_expired", e.to_string()),
         CheckoutError::Empty => ApiError::unprocessable("empty_session", e.to_string()),
         CheckoutError::AwaitingPayment => ApiError::conflict("payment_pending", e.to_string()),
+        CheckoutError::UnknownPhotos(photos) => invalid_options(
+            photos
+                .into_iter()
+                .map(|p| json!({"photo": domain::format_id(IdKind::File, p), "problem": "unknown_photo", "message": "not a photo of this upload session"}))
+                .collect(),
+        ),
         CheckoutError::Provider(e) => provider_error(e),
         CheckoutError::Database(e) => e.into(),
     }

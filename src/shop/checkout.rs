@@ -2,7 +2,7 @@
 //! before the photos change, and asking the provider about one whose
 //! payment event has not arrived.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -17,7 +17,7 @@ use crate::{
         checkouts::{CheckoutRow, FrozenPhoto},
         uploads::UploadSessionRow,
     },
-    domain::{self, CheckoutStatus, IdKind, UploadSessionStatus, payments},
+    domain::{self, CheckoutStatus, IdKind, UploadSessionStatus, options::Choice},
     providers::payments::{CheckoutRequest, PaymentError, PaymentProvider},
 };
 
@@ -45,10 +45,20 @@ pub enum CheckoutError {
     Empty,
     #[error("a payment for these photos is on its way; wait for it to succeed or fail")]
     AwaitingPayment,
+    #[error("options were chosen for photos that are not in this upload session")]
+    UnknownPhotos(Vec<Uuid>),
     #[error(transparent)]
     Provider(#[from] PaymentError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// The options a checkout sells: every photo's, and those photos whose own
+/// choice replaces it.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub every: Choice,
+    pub per_photo: BTreeMap<Uuid, Choice>,
 }
 
 /// A checkout the customer can be sent to.
@@ -61,14 +71,16 @@ pub struct Opened {
     pub replaced: Vec<String>,
 }
 
-/// Opens a checkout for the session's photos as they are now, and records
-/// exactly what it sells: the photos, their prices, the line items, the
-/// currency, the total and the mode. A retried call (same session, same
-/// attempt, same photos) yields the same checkout at the provider.
+/// Opens a checkout for the session's photos as they are now, with the
+/// options chosen, and records exactly what it sells: the photos, their
+/// prices, the line items, the currency, the total and the mode. A retried
+/// call (same session, same attempt, same photos and options) yields the
+/// same checkout at the provider.
 pub async fn open(
     deps: CheckoutDeps<'_>,
     session_id: Uuid,
     email: Option<String>,
+    selection: &Selection,
 ) -> Result<Opened, CheckoutError> {
     let session = db::uploads::get_session(deps.db, session_id)
         .await?
@@ -79,18 +91,31 @@ pub async fn open(
     if files.is_empty() {
         return Err(CheckoutError::Empty);
     }
+    let strangers: Vec<Uuid> = selection
+        .per_photo
+        .keys()
+        .filter(|id| !files.iter().any(|f| f.id == **id))
+        .copied()
+        .collect();
+    if !strangers.is_empty() {
+        return Err(CheckoutError::UnknownPhotos(strangers));
+    }
+    let choices: Vec<&Choice> = files
+        .iter()
+        .map(|f| selection.per_photo.get(&f.id).unwrap_or(&selection.every))
+        .collect();
     let pricing = &deps.settings.pricing;
-    let quote = payments::quote(
-        files.len(),
-        pricing.unit_amount,
-        &pricing.currency,
-        &pricing.product_name,
-    );
+    let quote = super::options::price_list(deps.settings).quote(&choices);
     let attempt = db::checkouts::count_for_session(deps.db, session_id).await? + 1;
+    // The photos and what each is to get: a changed choice is another checkout.
     let photo_set = Sha256::digest(
         files
             .iter()
-            .map(|f| f.id.simple().to_string())
+            .zip(&choices)
+            .map(|(f, choice)| match choice.ids().join(",") {
+                ids if ids.is_empty() => f.id.simple().to_string(),
+                ids => format!("{}:{ids};", f.id.simple()),
+            })
             .collect::<String>(),
     );
     let upload_ref = domain::format_id(IdKind::UploadSession, session_id);

@@ -5,5 +5,6 @@
 
 pub mod checkout;
 pub mod fulfilment;
+pub mod options;
 pub mod outcome;
 pub mod refund;
