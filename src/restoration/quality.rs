@@ -19,6 +19,23 @@ pub fn degrade(clean: &RgbImage, seed: u64) -> RgbImage {
 /// As [`degrade`], with the defect mask: the pixels its scratches and dust
 /// specks covered (before the JPEG smeared them), row by row.
 pub fn degrade_with_mask(clean: &RgbImage, seed: u64) -> (RgbImage, Vec<bool>) {
+    age(clean, seed, Wear::Worn)
+}
+
+/// How much damage the ageing adds beyond fading, cast, grain and JPEG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wear {
+    /// A few straight scratches and dust specks.
+    Light,
+    /// Also scratches at any angle and contrast, curled hairs and a crease:
+    /// what customers' prints carry.
+    Worn,
+}
+
+/// The ageing with the wear given, and its defect mask. [`Wear::Light`] is
+/// [`Wear::Worn`] with the later damage left out: the same fade, cast,
+/// grain, first scratches and specks for the same seed.
+pub fn age(clean: &RgbImage, seed: u64, wear: Wear) -> (RgbImage, Vec<bool>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (w, h) = clean.dimensions();
     let mut p = super::Planes::from_image(&DynamicImage::ImageRgb8(clean.clone()));
@@ -51,6 +68,10 @@ pub fn degrade_with_mask(clean: &RgbImage, seed: u64) -> (RgbImage, Vec<bool>) {
     // The damage an old print collects beyond the first few scratches, from
     // a stream of its own so that the rest of the ageing stays as it was:
     // scratches at any angle and contrast, hairs and a crease.
+    if wear == Wear::Light {
+        let aged = p.to_image_like(&DynamicImage::ImageRgb8(clean.clone())).to_rgb8();
+        return (jpeg(&aged, 40), mask);
+    }
     let mut more = StdRng::seed_from_u64(seed ^ 0x5C2A_7C4E_5DEF_EC75);
     let diagonal = ((p.width * p.width + p.height * p.height) as f32).sqrt();
     for _ in 0..more.random_range(2..4) {

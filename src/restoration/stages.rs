@@ -348,7 +348,8 @@ pub fn add_to_histograms(p: &Planes, histograms: &mut [Vec<u64>; 3]) {
 ///   towards which grey, cannot be read off one photo: a narrow range is
 ///   also what a brick wall or the moon has by nature. So the remapping is
 ///   the most likely original given what is seen ([`unfade`]), not a
-///   stretch to a fixed range, and a photo keeps its own brightness.
+///   stretch to a fixed range, averaged with the old centred stretch to
+///   the photo's likely span: neither alone is safe on every photo.
 ///
 /// A photo that already spans its range and shows no yellowing is left alone.
 pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
@@ -372,18 +373,25 @@ pub fn levels_from(histograms: &[Vec<u64>; 3]) -> [Option<Level>; 3] {
     if seen <= 0.0 || (seen >= 0.92 && !yellowed) {
         return [None; 3];
     }
-    let (offset, scale) = unfade(lo, hi).unwrap_or_else(|| {
-        // Outside what fading explains: barely faded (kept), or faded
-        // beyond the strongest fade (stretched to the narrowest span a
-        // photograph has, centred).
-        let scale = if seen >= 0.92 {
-            1.0
-        } else {
-            likely_span(seen) / seen
-        };
-        let centre = (TONE_BOTTOM + TONE_TOP) / 2.0;
-        (centre - (lo + hi) / 2.0 * scale, scale)
-    });
+    // Two estimates, averaged: the centred stretch (the range to the span
+    // it most likely had, centred in the range photographs keep) and the
+    // unfaded tones (the most likely original under the fade's own model).
+    // Each fails where the other holds: centring shifts a photo whose own
+    // tones sit high or low; unfading over-stretches a photo narrow by
+    // nature. Their mean scored best on the tuning six under both ageings.
+    let scale = if seen >= 0.92 {
+        1.0
+    } else {
+        likely_span(seen) / seen
+    };
+    let centre = (TONE_BOTTOM + TONE_TOP) / 2.0;
+    let centred = (centre - (lo + hi) / 2.0 * scale, scale);
+    let (offset, scale) = match unfade(lo, hi) {
+        Some((offset, scale)) => ((offset + centred.0) / 2.0, (scale + centred.1) / 2.0),
+        // Outside what fading explains (barely faded, or beyond the
+        // strongest fade): the centred stretch alone.
+        None => centred,
+    };
     // out = offset + scale·gain·v, as `apply_levels` writes it.
     gains.map(|gain| {
         Some(Level {
