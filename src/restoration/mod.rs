@@ -22,6 +22,7 @@ pub mod quality;
 pub mod stages;
 pub mod tiles;
 pub mod tone;
+pub mod upscale;
 
 use image::{ColorType, DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
 use rayon::prelude::*;
