@@ -321,6 +321,30 @@ async fn an_unrecorded_prediction_whose_download_fails_is_fetched_again_not_made
     assert_eq!(fake.deliveries(), 2, "a failed download, then the same output");
 }
 
+/// The database counted an attempt but its answer was lost (Postgres
+/// stopping mid-reply): the attempt is submitted as it stands, not charged
+/// as an interruption, and one prediction is made.
+#[tokio::test]
+async fn an_attempt_counted_while_its_answer_was_lost_is_submitted_not_charged() {
+    let fake = FakeReplicate::start().await;
+    let database_url = common::fresh_database().await;
+    let storage = tempfile::tempdir().unwrap();
+    let shop = Shop::start(ShopConfig {
+        failpoints: Some("image::begin_unheard=1*return"),
+        ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
+    })
+    .await;
+    shop.buy(1, "unheard@example.com").await;
+    let db = watch(&database_url).await;
+    orders_completed(&db, 1, "the order restored").await;
+    assert_eq!(fake.created(), 1, "one prediction");
+    assert_eq!(
+        scalar(&db, "SELECT sum(attempts)::bigint FROM restoration_jobs").await,
+        1,
+        "the lost answer spent no attempt"
+    );
+}
+
 fn with_sendgrid<'a>(config: ShopConfig<'a>, sendgrid: &FakeSendGrid) -> ShopConfig<'a> {
     sendgrid
         .shop_env()

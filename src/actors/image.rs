@@ -78,6 +78,11 @@ pub struct ImageState {
     backoff: Backoff,
     /// Since when this attempt's finished result has been failing to arrive.
     resuming_since: Option<Instant>,
+    /// This actor began an attempt and did not hear whether it was counted
+    /// (the database went away mid-commit). A job then found `processing`
+    /// with no prediction is that attempt, never handed to the pool: it is
+    /// submitted, not charged as an interruption.
+    begun_unheard: bool,
 }
 
 impl Actor for ImageActor {
@@ -98,6 +103,7 @@ impl Actor for ImageActor {
             waiting_on: None,
             backoff: Backoff::default(),
             resuming_since: None,
+            begun_unheard: false,
         })
     }
 
@@ -215,6 +221,11 @@ impl ImageState {
                         Some(external_id.clone()),
                     )
                 }
+                None if self.begun_unheard => {
+                    self.begun_unheard = false;
+                    tracing::info!(job_id = %job.id, attempt = job.attempts, "an attempt counted while the database was away; submitting it");
+                    self.submit(myself, &job, &image, job.attempts as u32, None)
+                }
                 None => {
                     let interrupted =
                         RestoreError::transient("the attempt was interrupted before it was submitted");
@@ -234,9 +245,14 @@ impl ImageState {
         job: &JobRow,
         image: &ImageRow,
     ) -> Result<(), ActorProcessingErr> {
-        let ctx = self.ctx();
+        let ctx = self.ctx().clone();
+        // Cleared once the answer is heard; left set if the commit's answer is lost.
+        self.begun_unheard = true;
         let begun =
             db::jobs::begin_attempt(&ctx.db, job.id, image.id, self.args.provider, &ctx.owner).await?;
+        // The commit's answer lost on its way back, as when the database stops mid-reply.
+        fail::fail_point!("image::begin_unheard", |_| Err(sqlx::Error::PoolTimedOut.into()));
+        self.begun_unheard = false;
         match begun {
             Begun::Started(attempt) => {
                 tracing::info!(job_id = %job.id, attempt, "attempt started");
