@@ -31,6 +31,44 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// Which of a Replicate model's keys (`model`, `image_input`, `extra_input`) is wrong.
+#[derive(Debug, Clone, Copy)]
+enum ModelField {
+    Model,
+    ImageInput,
+    ExtraInput,
+}
+
+impl ModelField {
+    fn as_str(self) -> &'static str {
+        match self {
+            ModelField::Model => "model",
+            ModelField::ImageInput => "image_input",
+            ModelField::ExtraInput => "extra_input",
+        }
+    }
+}
+
+/// What is wrong with a Replicate model as configuration names it (for the
+/// repair in `[replicate]` and for each option), if anything.
+fn model_problem(model: &str, image_input: &str, extra_input: &str) -> Option<(ModelField, &'static str)> {
+    let name = model.split(':').next().unwrap_or_default();
+    if name.split('/').count() != 2 || name.split('/').any(str::is_empty) {
+        return Some((ModelField::Model, "must be owner/name or owner/name:version"));
+    }
+    if image_input.trim().is_empty() {
+        return Some((ModelField::ImageInput, "must name the model's image input"));
+    }
+    extra_input_problem(extra_input).map(|m| (ModelField::ExtraInput, m))
+}
+
+/// A model's other inputs are empty or a JSON object.
+fn extra_input_problem(extra_input: &str) -> Option<&'static str> {
+    let extra = extra_input.trim();
+    (!extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))))
+        .then_some("must be a JSON object")
+}
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -822,9 +860,10 @@ impl Settings {
         for (name, option) in &self.options {
             let fail = |what: &str| invalid("options", format!("options.{name}: {what}"));
             if name.parse::<crate::domain::options::RestorationOption>().is_err() {
-                return Err(fail(
-                    "not an option; the options are faces, colorize, upscale_2x, upscale_4x",
-                ));
+                return Err(fail(&format!(
+                    "not an option; the options are {}",
+                    crate::domain::options::OPTION_NAMES
+                )));
             }
             if option.unit_amount < 0 {
                 return Err(fail("unit_amount must not be negative"));
@@ -832,18 +871,15 @@ impl Settings {
             if option.label.trim().is_empty() {
                 return Err(fail("label must be set"));
             }
-            if !option.model.trim().is_empty() {
-                let model = option.model.split(':').next().unwrap_or_default();
-                if model.split('/').count() != 2 || model.split('/').any(str::is_empty) {
-                    return Err(fail("model must be owner/name or owner/name:version"));
-                }
-                if option.image_input.trim().is_empty() {
-                    return Err(fail("image_input must name the model's image input"));
-                }
-            }
-            let extra = option.extra_input.trim();
-            if !extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))) {
-                return Err(fail("extra_input must be a JSON object"));
+            // An option without a model is one only the local engine can do.
+            let named = !option.model.trim().is_empty();
+            let problem = if named {
+                model_problem(&option.model, &option.image_input, &option.extra_input)
+            } else {
+                extra_input_problem(&option.extra_input).map(|m| (ModelField::ExtraInput, m))
+            };
+            if let Some((field, message)) = problem {
+                return Err(fail(&format!("{} {message}", field.as_str())));
             }
         }
         Ok(())
@@ -857,22 +893,13 @@ impl Settings {
                 "must be set when restoration.provider = replicate",
             ));
         }
-        let model = r.model.split(':').next().unwrap_or_default();
-        if model.split('/').count() != 2 || model.split('/').any(str::is_empty) {
-            return Err(invalid(
-                "replicate.model",
-                "must be owner/name or owner/name:version",
-            ));
-        }
-        if r.image_input.trim().is_empty() {
-            return Err(invalid(
-                "replicate.image_input",
-                "must name the model's image input",
-            ));
-        }
-        let extra = r.extra_input.trim();
-        if !extra.is_empty() && !matches!(serde_json::from_str(extra), Ok(serde_json::Value::Object(_))) {
-            return Err(invalid("replicate.extra_input", "must be a JSON object"));
+        if let Some((field, message)) = model_problem(&r.model, &r.image_input, &r.extra_input) {
+            let key = match field {
+                ModelField::Model => "replicate.model",
+                ModelField::ImageInput => "replicate.image_input",
+                ModelField::ExtraInput => "replicate.extra_input",
+            };
+            return Err(invalid(key, message));
         }
         crate::providers::restoration::outputs::OutputPolicy::new(&r.output_hosts, &r.api_base)
             .map_err(|e| invalid("replicate.output_hosts", e))?;

@@ -307,16 +307,7 @@ async fn an_output_download_that_fails_is_fetched_again_from_the_same_prediction
 async fn an_unrecorded_prediction_whose_download_fails_is_fetched_again_not_made_again() {
     let fake = FakeReplicate::start().await;
     fake.inject_delivery([Fault::ServerError(503)]);
-    let database_url = common::fresh_database().await;
-    let storage = tempfile::tempdir().unwrap();
-    let shop = Shop::start(ShopConfig {
-        failpoints: Some("restoration::record=return"),
-        ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
-    })
-    .await;
-    shop.buy(1, "unrecorded@example.com").await;
-    let db = watch(&database_url).await;
-    orders_completed(&db, 1, "the order restored").await;
+    one_order_restored_with(&fake, "restoration::record=return").await;
     assert_eq!(fake.created(), 1, "one prediction, fetched again");
     assert_eq!(fake.deliveries(), 2, "a failed download, then the same output");
 }
@@ -324,25 +315,34 @@ async fn an_unrecorded_prediction_whose_download_fails_is_fetched_again_not_made
 /// The database counted an attempt but its answer was lost (Postgres
 /// stopping mid-reply): the attempt is submitted as it stands, not charged
 /// as an interruption, and one prediction is made.
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn an_attempt_counted_while_its_answer_was_lost_is_submitted_not_charged() {
     let fake = FakeReplicate::start().await;
-    let database_url = common::fresh_database().await;
-    let storage = tempfile::tempdir().unwrap();
-    let shop = Shop::start(ShopConfig {
-        failpoints: Some("image::begin_unheard=1*return"),
-        ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
-    })
-    .await;
-    shop.buy(1, "unheard@example.com").await;
-    let db = watch(&database_url).await;
-    orders_completed(&db, 1, "the order restored").await;
+    let db = one_order_restored_with(&fake, "image::begin_unheard=1*return").await;
     assert_eq!(fake.created(), 1, "one prediction");
     assert_eq!(
         scalar(&db, "SELECT sum(attempts)::bigint FROM restoration_jobs").await,
         1,
         "the lost answer spent no attempt"
     );
+}
+
+/// A shop on a fresh database with `failpoints` set, against `fake`, that
+/// has bought one photo and restored it; the database, for a look after.
+#[cfg(feature = "failpoints")]
+async fn one_order_restored_with(fake: &FakeReplicate, failpoints: &str) -> PgPool {
+    let database_url = common::fresh_database().await;
+    let storage = tempfile::tempdir().unwrap();
+    let shop = Shop::start(ShopConfig {
+        failpoints: Some(failpoints),
+        ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
+    })
+    .await;
+    shop.buy(1, "failpoint@example.com").await;
+    let db = watch(&database_url).await;
+    orders_completed(&db, 1, "the order restored").await;
+    db
 }
 
 fn with_sendgrid<'a>(config: ShopConfig<'a>, sendgrid: &FakeSendGrid) -> ShopConfig<'a> {

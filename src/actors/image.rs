@@ -245,9 +245,9 @@ impl ImageState {
         job: &JobRow,
         image: &ImageRow,
     ) -> Result<(), ActorProcessingErr> {
-        let ctx = self.ctx().clone();
         // Cleared once the answer is heard; left set if the commit's answer is lost.
         self.begun_unheard = true;
+        let ctx = self.ctx();
         let begun =
             db::jobs::begin_attempt(&ctx.db, job.id, image.id, self.args.provider, &ctx.owner).await?;
         // The commit's answer lost on its way back, as when the database stops mid-reply.

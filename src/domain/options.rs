@@ -5,22 +5,20 @@
 
 use std::{borrow::Borrow, collections::BTreeSet, fmt, str::FromStr};
 
-use serde::Serialize;
-
 use super::payments::{LineItem, Quote};
 
 /// An option a photo may have beside its repair. Declared in the order the
 /// chain runs their steps: repair → faces → colorize → upscale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RestorationOption {
     Faces,
     Colorize,
-    #[serde(rename = "upscale_2x")]
     Upscale2x,
-    #[serde(rename = "upscale_4x")]
     Upscale4x,
 }
+
+/// The options' ids, for messages that list them.
+pub const OPTION_NAMES: &str = "faces, colorize, upscale_2x, upscale_4x";
 
 impl RestorationOption {
     /// Every option, in chain order.
@@ -62,7 +60,7 @@ impl FromStr for RestorationOption {
 /// What was wrong with one requested option.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChoiceError {
-    #[error("{0:?} is not an option; choose from faces, colorize, upscale_2x, upscale_4x")]
+    #[error("{0:?} is not an option; choose from {OPTION_NAMES}")]
     Unknown(String),
     #[error("{0} is not offered by this shop")]
     Unavailable(RestorationOption),
@@ -216,6 +214,12 @@ mod tests {
                 offer(RestorationOption::Upscale4x, 250),
             ],
         }
+    }
+
+    #[test]
+    fn the_listed_names_are_every_option() {
+        let names: Vec<&str> = RestorationOption::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(OPTION_NAMES, names.join(", "));
     }
 
     #[test]

@@ -125,9 +125,7 @@ fn selection(state: &AppState, body: &CreateCheckout) -> ApiResult<Selection> {
             Some(id) => {
                 per_photo.insert(id, choice);
             }
-            None => problems.push(
-                json!({"photo": photo, "problem": "unknown_photo", "message": "not a photo id (fil_…)"}),
-            ),
+            None => problems.push(unknown_photo(photo, "not a photo id (fil_…)")),
         }
     }
     if problems.is_empty() {
@@ -144,6 +142,10 @@ fn option_problem(e: &ChoiceError, photo: Option<&str>) -> Value {
         ChoiceError::Conflicting(a, b) => (format!("{a}+{b}"), "conflicting"),
     };
     json!({"option": option, "photo": photo, "problem": problem, "message": e.to_string()})
+}
+
+fn unknown_photo(photo: &str, message: &str) -> Value {
+    json!({"photo": photo, "problem": "unknown_photo", "message": message})
 }
 
 fn invalid_options(problems: Vec<Value>) -> ApiError {
@@ -167,7 +169,12 @@ fn checkout_error(e: CheckoutError) -> ApiError {
         CheckoutError::UnknownPhotos(photos) => invalid_options(
             photos
                 .into_iter()
-                .map(|p| json!({"photo": domain::format_id(IdKind::File, p), "problem": "unknown_photo", "message": "not a photo of this upload session"}))
+                .map(|p| {
+                    unknown_photo(
+                        &domain::format_id(IdKind::File, p),
+                        "not a photo of this upload session",
+                    )
+                })
                 .collect(),
         ),
         CheckoutError::Provider(e) => provider_error(e),
