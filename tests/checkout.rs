@@ -457,7 +457,7 @@ fn problems(body: &Value) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test]
-async fn the_options_are_listed_with_their_prices_and_none_is_sold_before_the_chain_runs_it() {
+async fn the_options_are_listed_with_their_prices_and_only_what_the_engine_can_run_is_sold() {
     let app = spawn_app().await;
     let (status, body) = app.get_json("/api/pricing").await;
     assert_eq!(status, 200);
@@ -478,8 +478,8 @@ async fn the_options_are_listed_with_their_prices_and_none_is_sold_before_the_ch
         [
             ("faces", 200, false),
             ("colorize", 300, false),
-            ("upscale_2x", 150, false),
-            ("upscale_4x", 300, false)
+            ("upscale_2x", 150, true),
+            ("upscale_4x", 300, true)
         ]
     );
 }
@@ -508,8 +508,7 @@ async fn options_that_cannot_be_bought_are_refused_with_every_problem_named_and_
         named(&[
             ("sharpen", "", "unknown"),
             ("faces", "", "unavailable"),
-            ("upscale_2x", "", "unavailable"),
-            ("upscale_4x", "", "unavailable"),
+            ("upscale_2x+upscale_4x", "", "conflicting"),
         ])
     );
 

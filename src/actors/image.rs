@@ -1,5 +1,9 @@
 //! `ImageActor`: drives one photo's restoration job through its state
-//! machine. Every step is checkpointed before it is acted on: an attempt is
+//! machine, one chain step after another (repair → faces → colorize →
+//! upscale, as the photo was sold): each step's input is the previous
+//! step's stored output, and a step's output is stored and recorded before
+//! the next begins, so a restart resumes at the first unfinished step and
+//! never recomputes a finished one. Every step is checkpointed before it is acted on: an attempt is
 //! counted before it is submitted, a provider's id is recorded before it is
 //! waited on, and the next attempt's time is stored, so a restart resumes
 //! exactly where the rows say (a recorded prediction is polled again, never
@@ -24,7 +28,10 @@ use crate::{
         jobs::{Begun, JobRow},
         orders::ImageRow,
     },
-    domain::{ImageStatus, JobStatus, backoff},
+    domain::{
+        ImageStatus, JobStatus, backoff,
+        chain::{self, Step},
+    },
     providers::restoration::{ErrorKind, RestoreError, RestoreRequest, Restored},
     storage::keys,
 };
@@ -83,6 +90,19 @@ pub struct ImageState {
     /// with no prediction is that attempt, never handed to the pool: it is
     /// submitted, not charged as an interruption.
     begun_unheard: bool,
+    /// The chain step of the attempt handed to the pool: its position and
+    /// whether it is the photo's last.
+    running: Option<Running>,
+}
+
+/// The chain step an attempt runs.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    position: i32,
+    last: bool,
+    /// The job's attempts when this step began (a step's backoff starts
+    /// afresh).
+    attempts_from: u32,
 }
 
 impl Actor for ImageActor {
@@ -104,6 +124,7 @@ impl Actor for ImageActor {
             backoff: Backoff::default(),
             resuming_since: None,
             begun_unheard: false,
+            running: None,
         })
     }
 
@@ -172,6 +193,7 @@ impl ImageState {
                     let external_id = job.external_id.clone().unwrap_or(external_id);
                     tracing::info!(job_id = %job.id, external_id, "fetching a finished attempt's result again");
                     self.submit(myself, &job, &image, attempt, Some(external_id))
+                        .await
                 } else {
                     self.step(myself).await
                 }
@@ -220,11 +242,12 @@ impl ImageState {
                         job.attempts as u32,
                         Some(external_id.clone()),
                     )
+                    .await
                 }
                 None if self.begun_unheard => {
                     self.begun_unheard = false;
                     tracing::info!(job_id = %job.id, attempt = job.attempts, "an attempt counted while the database was away; submitting it");
-                    self.submit(myself, &job, &image, job.attempts as u32, None)
+                    self.submit(myself, &job, &image, job.attempts as u32, None).await
                 }
                 None => {
                     let interrupted =
@@ -255,8 +278,8 @@ impl ImageState {
         self.begun_unheard = false;
         match begun {
             Begun::Started(attempt) => {
-                tracing::info!(job_id = %job.id, attempt, "attempt started");
-                self.submit(myself, job, image, attempt as u32, None)
+                tracing::info!(job_id = %job.id, attempt, step = job.step, "attempt started");
+                self.submit(myself, job, image, attempt as u32, None).await
             }
             Begun::NotDue(wait) => {
                 // A little past the due time, so the database agrees it has come.
@@ -270,7 +293,11 @@ impl ImageState {
         }
     }
 
-    fn submit(
+    /// Hands attempt `attempt` of the job's current chain step to the pool:
+    /// on the original for the repair, on the previous step's stored output
+    /// after it; the last step writes the restored photo, the others their
+    /// own output under `steps/`.
+    async fn submit(
         &mut self,
         myself: &ActorRef<ImageMsg>,
         job: &JobRow,
@@ -278,14 +305,51 @@ impl ImageState {
         attempt: u32,
         external_id: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
+        let steps = chain::steps_of(&image.options)?;
+        let position = job.step.max(0) as usize;
+        let step: Step = *steps
+            .get(position)
+            .ok_or_else(|| format!("the job is on step {position} of a chain of {}", steps.len()))?;
+        let last = position + 1 == steps.len();
+        let (input_key, content_type) = if position == 0 {
+            (image.original_key.clone(), image.content_type.clone())
+        } else {
+            let key = db::jobs::step_output(&self.ctx().db, image.id, job.step - 1)
+                .await?
+                .ok_or_else(|| format!("step {} has no stored output", job.step - 1))?;
+            let content_type = ::image::ImageFormat::from_path(&key)
+                .map_or(image.content_type.as_str(), |f| f.to_mime_type())
+                .to_owned();
+            (key, content_type)
+        };
+        let (order, photo) = (image.order_id, image.position as u32);
+        let output_key = if last {
+            keys::restored(order, photo, &image.stem, &image.ext)
+        } else {
+            keys::step_output(
+                order,
+                photo,
+                &image.stem,
+                position as u32,
+                step.as_str(),
+                &image.ext,
+            )
+        };
         let request = RestoreRequest {
             job_id: job.id,
             attempt,
-            input_key: image.original_key.clone(),
-            content_type: image.content_type.clone(),
-            output_key: keys::restored(image.order_id, image.position as u32, &image.stem, &image.ext),
+            input_key,
+            content_type,
+            output_key,
             external_id,
+            step,
+            seed: None,
         };
+        self.running = Some(Running {
+            position: job.step,
+            last,
+            attempts_from: job.step_attempts_from.max(0) as u32,
+        });
         self.waiting_on = Some(attempt);
         self.args.pool.send(PoolMsg::Restore(request, myself.clone()))?;
         Ok(())
@@ -299,6 +363,29 @@ impl ImageState {
         restored: Restored,
     ) -> Result<(), ActorProcessingErr> {
         let ctx = self.ctx();
+        let Some(running) = self.running else {
+            return self.look_again(myself);
+        };
+        if !running.last {
+            let written = db::jobs::advance_step(
+                &ctx.db,
+                job_id,
+                attempt as i32,
+                &ctx.owner,
+                running.position,
+                &restored.output_key,
+                restored.bytes as i64,
+                ctx.settings.restoration.max_attempts as i32,
+            )
+            .await?;
+            self.resuming_since = None;
+            if !written {
+                return self.look_again(myself);
+            }
+            tracing::info!(%job_id, step = running.position, "step finished; the next one starts");
+            myself.cast(ImageMsg::Attempt)?;
+            return Ok(());
+        }
         let written = db::jobs::finish_restored(
             &ctx.db,
             job_id,
@@ -343,7 +430,11 @@ impl ImageState {
         let ctx = self.ctx().clone();
         let settings = &ctx.settings.restoration;
         let jitter = rand::rng().random_range(0.75..1.25);
-        let backoff = backoff::delay(settings.backoff_base, settings.max_backoff, attempt, jitter);
+        // Each step backs off from its own first attempt.
+        let step_attempt = attempt
+            .saturating_sub(self.running.map_or(0, |r| r.attempts_from))
+            .max(1);
+        let backoff = backoff::delay(settings.backoff_base, settings.max_backoff, step_attempt, jitter);
         let wait = backoff::next_wait(backoff, error.retry_after.map(|w| w.mul_f64(jitter.max(1.0))));
         let mut tx = ctx.db.begin().await?;
         if !error.kind.is_charged()

@@ -46,6 +46,8 @@ pub struct FrozenPhoto {
     pub position: i32,
     pub file_upload_id: Uuid,
     pub unit_amount: i64,
+    /// The options sold for it, in chain order.
+    pub options: Vec<String>,
 }
 
 const COLUMNS: &str = "id, upload_session_id, provider, status, url, quantity, unit_amount, amount_total, currency, email, idempotency_key, livemode, line_items, payment_intent_id, created_at, expires_at";
@@ -85,14 +87,19 @@ pub async fn insert(
     let positions: Vec<i32> = photos.iter().map(|p| p.position).collect();
     let files: Vec<Uuid> = photos.iter().map(|p| p.file_upload_id).collect();
     let amounts: Vec<i64> = photos.iter().map(|p| p.unit_amount).collect();
+    // Comma-joined per photo (option ids hold no commas): arrays of arrays
+    // must be rectangular.
+    let options: Vec<String> = photos.iter().map(|p| p.options.join(",")).collect();
     sqlx::query(
-        "INSERT INTO checkout_photos (checkout_session_id, position, file_upload_id, unit_amount)
-         SELECT $1, * FROM UNNEST($2::int4[], $3::uuid[], $4::int8[])",
+        "INSERT INTO checkout_photos (checkout_session_id, position, file_upload_id, unit_amount, options)
+         SELECT $1, t.position, t.file, t.amount, coalesce(string_to_array(nullif(t.options, ''), ','), '{}')
+         FROM UNNEST($2::int4[], $3::uuid[], $4::int8[], $5::text[]) AS t(position, file, amount, options)",
     )
     .bind(&row.id)
     .bind(&positions)
     .bind(&files)
     .bind(&amounts)
+    .bind(&options)
     .execute(conn)
     .await
     .map(drop)
@@ -246,6 +253,7 @@ pub async fn awaiting_past(
 pub struct SoldPhotoView {
     pub file_upload_id: Uuid,
     pub unit_amount: i64,
+    pub options: Vec<String>,
     pub filename: Option<String>,
     pub content_type: Option<String>,
     pub bytes: Option<i64>,
@@ -255,7 +263,7 @@ pub struct SoldPhotoView {
 
 pub async fn photo_views(db: impl PgExecutor<'_>, id: &str) -> Result<Vec<SoldPhotoView>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT p.file_upload_id, p.unit_amount, f.filename, f.content_type, f.bytes, f.width, f.height
+        "SELECT p.file_upload_id, p.unit_amount, p.options, f.filename, f.content_type, f.bytes, f.width, f.height
          FROM checkout_photos p LEFT JOIN file_uploads f ON f.id = p.file_upload_id
          WHERE p.checkout_session_id = $1 ORDER BY p.position",
     )
@@ -335,6 +343,8 @@ pub async fn lock_for_payment(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SoldFile {
     pub unit_amount: i64,
+    /// The options sold for it, in chain order.
+    pub options: Vec<String>,
     #[sqlx(flatten)]
     pub file: FileRow,
 }
@@ -353,8 +363,9 @@ pub async fn sold_files(
         file: SoldFile,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "WITH p AS (SELECT file_upload_id, position, unit_amount FROM checkout_photos WHERE checkout_session_id = $1)
-         SELECT (SELECT count(*) FROM p) AS sold, p.unit_amount, f.id, f.session_id, f.filename, f.stem, f.ext,
+        "WITH p AS (SELECT file_upload_id, position, unit_amount, options FROM checkout_photos
+                    WHERE checkout_session_id = $1)
+         SELECT (SELECT count(*) FROM p) AS sold, p.unit_amount, p.options, f.id, f.session_id, f.filename, f.stem, f.ext,
                 f.content_type, f.bytes, f.width, f.height, f.sha256, f.storage_key, f.created_at
          FROM p JOIN file_uploads f ON f.id = p.file_upload_id AND f.session_id = $2
          ORDER BY p.position",

@@ -21,6 +21,10 @@ pub struct JobRow {
     pub external_id: Option<String>,
     pub next_attempt_at: Option<OffsetDateTime>,
     pub last_error: Option<String>,
+    /// The position of the chain step the job is on (`image_steps`).
+    pub step: i32,
+    /// The job's attempts when that step began.
+    pub step_attempts_from: i32,
 }
 
 impl JobRow {
@@ -29,7 +33,7 @@ impl JobRow {
     }
 }
 
-const COLUMNS: &str = "id, image_id, order_id, status, provider, attempts, max_attempts, external_id, next_attempt_at, last_error";
+const COLUMNS: &str = "id, image_id, order_id, status, provider, attempts, max_attempts, external_id, next_attempt_at, last_error, step, step_attempts_from";
 
 pub async fn by_image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -304,10 +308,11 @@ pub async fn fail_attempt(
     fenced(failed.unwrap_or(0) == 1, id, "record the failure")
 }
 
-/// The attempt restored the photo, in one statement: the job
-/// `processing → completed`, its image `processing → completed` with the
-/// restored photo's key and size, and the journal entry. False (a no-op)
-/// when the attempt is no longer this instance's or no longer running.
+/// The attempt's step was the chain's last and restored the photo, in one
+/// statement: the job `processing → completed`, its step completed with
+/// the output, its image `processing → completed` with the restored
+/// photo's key and size, and the journal entry. False (a no-op) when the
+/// attempt is no longer this instance's or no longer running.
 pub async fn finish_restored(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
@@ -323,12 +328,18 @@ pub async fn finish_restored(
         .transition(ImageStatus::Completed)
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let completed: Option<i64> = sqlx::query_scalar(
-        "WITH job AS (
+        "WITH old AS (SELECT step, step_attempts_from, provider, external_id FROM restoration_jobs WHERE id = $1),
+         job AS (
              UPDATE restoration_jobs SET status = 'completed', finished_at = now(), updated_at = now(),
                     last_error = NULL, uncharged_since = NULL
              WHERE id = $1 AND status = 'processing' AND attempts = $2
                AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3)
-             RETURNING image_id),
+             RETURNING image_id, attempts),
+         step AS (
+             UPDATE image_steps s SET status = 'completed', attempts = job.attempts - old.step_attempts_from,
+                    provider = old.provider, external_id = old.external_id, output_key = $4,
+                    output_bytes = $5, finished_at = now()
+             FROM job, old WHERE s.image_id = job.image_id AND s.position = old.step),
          image AS (
              UPDATE images SET status = 'completed', restored_key = $4, restored_bytes = $5, error = NULL,
                     completed_at = now(), updated_at = now()
@@ -347,4 +358,76 @@ pub async fn finish_restored(
     .fetch_optional(db)
     .await?;
     fenced(completed.unwrap_or(0) == 1, job_id, "record the restored photo")
+}
+
+/// A step that is not the chain's last finished, in one statement: its row
+/// completed with the stored output, and the job moved to the next step,
+/// `processing → queued`, due now, with a fresh budget of `step_attempts`
+/// (attempt numbers go on counting, so an answer for this step's attempt can
+/// never be taken for the next step's), and a journal entry for the live
+/// progress. False (a no-op) when the attempt is no longer this instance's,
+/// no longer running, or no longer on step `step`.
+#[allow(clippy::too_many_arguments)]
+pub async fn advance_step(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    attempt: i32,
+    owner: &str,
+    step: i32,
+    output_key: &str,
+    bytes: i64,
+    step_attempts: i32,
+) -> Result<bool, sqlx::Error> {
+    JobStatus::Processing
+        .transition(JobStatus::Queued)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let advanced: Option<i64> = sqlx::query_scalar(
+        "WITH old AS (SELECT step_attempts_from, provider, external_id FROM restoration_jobs WHERE id = $1),
+         job AS (
+             UPDATE restoration_jobs SET step = step + 1, step_attempts_from = attempts, status = 'queued',
+                    max_attempts = attempts + $7, external_id = NULL, next_attempt_at = now(),
+                    last_error = NULL, error_kind = NULL, uncharged_since = NULL, updated_at = now()
+             WHERE id = $1 AND status = 'processing' AND attempts = $2 AND step = $4
+               AND EXISTS (SELECT 1 FROM orders o WHERE o.id = restoration_jobs.order_id AND o.owner_id = $3)
+             RETURNING image_id, order_id, attempts),
+         step AS (
+             UPDATE image_steps s SET status = 'completed', attempts = job.attempts - old.step_attempts_from,
+                    provider = old.provider, external_id = old.external_id, output_key = $5,
+                    output_bytes = $6, finished_at = now()
+             FROM job, old WHERE s.image_id = job.image_id AND s.position = $4
+             RETURNING s.name, s.position, job.order_id, job.image_id),
+         entry AS (
+             INSERT INTO order_events (order_id, image_id, kind, status, detail)
+             SELECT order_id, image_id, 'image', 'processing',
+                    jsonb_build_object('step', name, 'position', position, 'step_status', 'completed')
+             FROM step)
+         SELECT count(*) FROM job",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(owner)
+    .bind(step)
+    .bind(output_key)
+    .bind(bytes)
+    .bind(step_attempts.max(1))
+    .fetch_optional(db)
+    .await?;
+    fenced(advanced.unwrap_or(0) == 1, job_id, "record the finished step")
+}
+
+/// The stored output of the image's step at `position` (the next step's
+/// input), once that step is completed.
+pub async fn step_output(
+    db: impl PgExecutor<'_>,
+    image_id: Uuid,
+    position: i32,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT output_key FROM image_steps WHERE image_id = $1 AND position = $2 AND status = 'completed'",
+    )
+    .bind(image_id)
+    .bind(position)
+    .fetch_optional(db)
+    .await
+    .map(Option::flatten)
 }

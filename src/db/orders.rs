@@ -68,6 +68,16 @@ pub struct ImageRow {
     pub refund_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
     pub completed_at: Option<OffsetDateTime>,
+    /// The options the customer bought for it, in chain order.
+    pub options: Vec<String>,
+    /// Its job's status, the step it is on and its attempts when that step
+    /// began (`None`, 0, 0 without a job).
+    pub job_status: Option<String>,
+    pub step: i32,
+    pub step_attempts_from: i32,
+    /// Its completed steps' positions, and the attempts each took.
+    pub finished_steps: Vec<i32>,
+    pub finished_attempts: Vec<i32>,
 }
 
 impl ImageRow {
@@ -80,7 +90,12 @@ impl ImageRow {
 const IMAGE_SELECT: &str = "SELECT i.id, i.order_id, i.position, i.filename, i.stem, i.ext, i.content_type,
         i.bytes, i.width, i.height, i.status, i.temp_key, i.original_key, i.restored_key,
         coalesce(i.error, j.last_error) AS error, coalesce(j.attempts, 0) AS attempts, i.unit_amount, i.refund_id,
-        i.created_at, i.completed_at
+        i.created_at, i.completed_at, i.options, j.status AS job_status, coalesce(j.step, 0) AS step,
+        coalesce(j.step_attempts_from, 0) AS step_attempts_from,
+        ARRAY(SELECT s.position FROM image_steps s WHERE s.image_id = i.id AND s.status = 'completed'
+              ORDER BY s.position) AS finished_steps,
+        ARRAY(SELECT s.attempts FROM image_steps s WHERE s.image_id = i.id AND s.status = 'completed'
+              ORDER BY s.position) AS finished_attempts
     FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id";
 
 /// A new order, written in the webhook's transaction.
@@ -117,6 +132,8 @@ pub struct NewImage {
     pub original_key: String,
     /// What the customer paid for this photo (its share of the checkout).
     pub unit_amount: i64,
+    /// The options it was sold with, in chain order (its steps after the repair).
+    pub options: Vec<String>,
 }
 
 /// The customer with this email, made if new. A returning customer's row
@@ -150,8 +167,8 @@ pub struct Confirmation<'a> {
     pub max_attempts: i32,
 }
 
-/// A paid order in one statement: the order, its images and their
-/// restoration jobs (`pending`), the journal entries (the order's, then each
+/// A paid order in one statement: the order, its images with their chains'
+/// steps and their restoration jobs (`pending`, on the repair), the journal entries (the order's, then each
 /// image's) and the confirmation email row. One round trip whatever the
 /// number of photos.
 pub async fn insert_paid(
@@ -170,6 +187,9 @@ pub async fn insert_paid(
     let widths: Vec<i32> = images.iter().map(|i| i.width).collect();
     let heights: Vec<i32> = images.iter().map(|i| i.height).collect();
     let amounts: Vec<i64> = images.iter().map(|i| i.unit_amount).collect();
+    // One comma-joined list per image (option ids hold no commas): arrays of
+    // arrays must be rectangular, a list per photo is not.
+    let options = column(|i| i.options.join(","));
     let journal = serde_json::json!({"images": images.len()});
     sqlx::query(
         "WITH o AS (
@@ -178,14 +198,19 @@ pub async fn insert_paid(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id),
          i AS (
              INSERT INTO images (id, order_id, file_upload_id, position, filename, stem, ext, content_type,
-                                 bytes, width, height, status, temp_key, original_key, unit_amount)
+                                 bytes, width, height, status, temp_key, original_key, unit_amount, options)
              SELECT t.id, (SELECT id FROM o), t.file, t.position, t.filename, t.stem, t.ext, t.content_type,
-                    t.bytes, t.width, t.height, 'pending', t.temp_key, t.original_key, t.amount
+                    t.bytes, t.width, t.height, 'pending', t.temp_key, t.original_key, t.amount,
+                    coalesce(string_to_array(nullif(t.options, ''), ','), '{}')
              FROM UNNEST($12::uuid[], $13::uuid[], $14::int4[], $15::text[], $16::text[], $17::text[], $18::text[],
-                         $19::int8[], $20::int4[], $21::int4[], $22::text[], $23::text[], $24::int8[])
+                         $19::int8[], $20::int4[], $21::int4[], $22::text[], $23::text[], $24::int8[], $33::text[])
                   AS t(id, file, position, filename, stem, ext, content_type, bytes, width, height, temp_key,
-                       original_key, amount)
-             RETURNING id),
+                       original_key, amount, options)
+             RETURNING id, options),
+         steps AS (
+             INSERT INTO image_steps (image_id, position, name)
+             SELECT i.id, s.n - 1, s.name
+             FROM i, unnest(array_prepend('repair', i.options)) WITH ORDINALITY AS s(name, n)),
          j AS (
              INSERT INTO restoration_jobs (id, image_id, order_id, status, max_attempts)
              SELECT t.job, t.image, (SELECT id FROM o), 'pending', $25
@@ -234,6 +259,7 @@ pub async fn insert_paid(
     .bind(confirmation.as_ref().map(|c| c.to))
     .bind(confirmation.as_ref().map(|c| c.payload))
     .bind(confirmation.as_ref().map_or(1, |c| c.max_attempts))
+    .bind(&options)
     .execute(conn)
     .await
     .map(drop)

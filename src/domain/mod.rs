@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod backoff;
+pub mod chain;
 pub mod filename;
 pub mod ids;
 pub mod options;

@@ -256,6 +256,8 @@ struct SoldFile {
     width: Option<i32>,
     height: Option<i32>,
     unit_amount: i64,
+    /// The options sold for it, in chain order.
+    options: Vec<String>,
 }
 
 /// For the success page. The checkout session id is the secret here.
@@ -304,6 +306,7 @@ pub(crate) async fn show(
             width: p.width,
             height: p.height,
             unit_amount: p.unit_amount,
+            options: p.options,
         })
         .collect();
     let (order_id, order_token) = match &order {

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     db::{self, orders::OrderRow},
-    domain::{self, IdKind, ImageStatus, token},
+    domain::{self, IdKind, ImageStatus, chain, token},
 };
 
 pub fn router() -> Router<AppState> {
@@ -119,6 +119,54 @@ struct ImageView {
     unit_amount: i64,
     /// Whether its price was given back.
     refunded: bool,
+    /// The options bought for it, in chain order.
+    options: Vec<String>,
+    /// Its chain's steps, the repair first, with where each stands.
+    steps: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepView {
+    name: &'static str,
+    /// `pending`, `processing`, `completed`, `failed` or `skipped`.
+    status: &'static str,
+    attempts: u32,
+    error: Option<String>,
+}
+
+/// The image's chain steps and where each stands, read off its job and its
+/// finished steps.
+fn step_views(i: &db::orders::ImageRow) -> Vec<StepView> {
+    let Ok(steps) = chain::steps_of(&i.options) else {
+        tracing::error!(image_id = %i.id, options = ?i.options, "an image holds an option this build does not know");
+        return Vec::new();
+    };
+    let finished: Vec<(usize, u32)> = i
+        .finished_steps
+        .iter()
+        .zip(&i.finished_attempts)
+        .map(|(p, a)| (*p as usize, (*a).max(0) as u32))
+        .collect();
+    let job = i
+        .job_status
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .map(|status| chain::JobProgress {
+            step: i.step.max(0) as usize,
+            status,
+            attempts: i.attempts.max(0) as u32,
+            step_attempts_from: i.step_attempts_from.max(0) as u32,
+            error: i.error.clone(),
+        });
+    chain::progress(&steps, &finished, job.as_ref())
+        .into_iter()
+        .map(|s| StepView {
+            name: s.step.as_str(),
+            status: s.status.as_str(),
+            attempts: s.attempts,
+            error: s.error,
+        })
+        .collect()
 }
 
 #[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders", params(("order_id" = String, Path), ("token" = Option<String>, Query, description = "the order token, or send it as a bearer token")), responses((status = 200, description = "the order with its images and progress"), (status = 404, description = "unknown order, or not yours")))]
@@ -150,6 +198,7 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
                 domain::format_id(IdKind::Image, i.id)
             );
             let status = i.status();
+            let steps = step_views(&i);
             ImageView {
                 id: domain::format_id(IdKind::Image, i.id),
                 filename: i.filename,
@@ -162,6 +211,8 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
                 restored_url: (status == ImageStatus::Completed).then(|| format!("{base}/restored")),
                 unit_amount: i.unit_amount,
                 refunded: i.refund_id.is_some(),
+                options: i.options,
+                steps,
             }
         })
         .collect();

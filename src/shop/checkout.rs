@@ -151,12 +151,13 @@ pub async fn open(
     }
     let frozen: Vec<FrozenPhoto> = files
         .iter()
-        .zip(&quote.photo_amounts)
+        .zip(quote.photo_amounts.iter().zip(&choices))
         .enumerate()
-        .map(|(index, (file, amount))| FrozenPhoto {
+        .map(|(index, (file, (amount, choice)))| FrozenPhoto {
             position: index as i32 + 1,
             file_upload_id: file.id,
             unit_amount: *amount,
+            options: choice.ids().into_iter().map(str::to_owned).collect(),
         })
         .collect();
     db::checkouts::insert(

@@ -373,6 +373,7 @@ async fn create_order(
                 temp_key: file.storage_key.clone(),
                 original_key: keys::original(order_id, position as u32, &file.stem, &file.ext),
                 unit_amount: sold.unit_amount,
+                options: sold.options.clone(),
             }
         })
         .collect();

@@ -8,12 +8,6 @@ use crate::{
     domain::options::{Choice, ChoiceError, Offer, PriceList, RestorationOption},
 };
 
-/// Whether the restoration chain runs option steps yet. Each photo runs one
-/// step, its repair, until the chain (one checkpointed prediction per
-/// option, each on the previous step's output) is built: an option the
-/// chain cannot run is never sold, only listed as unavailable.
-const CHAIN_RUNS_OPTIONS: bool = false;
-
 /// One option as `GET /api/pricing` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -42,9 +36,10 @@ fn provider_runs(settings: &Settings, option: RestorationOption) -> bool {
     }
 }
 
-/// Whether a customer may buy `option` here.
+/// Whether a customer may buy `option` here: an option the provider cannot
+/// run is listed as unavailable, never sold.
 pub fn offered(settings: &Settings, option: RestorationOption) -> bool {
-    CHAIN_RUNS_OPTIONS && provider_runs(settings, option)
+    provider_runs(settings, option)
 }
 
 /// The configured options, in chain order, with whether each is sold.
@@ -123,17 +118,23 @@ mod tests {
         );
     }
 
-    /// Until the chain runs option steps, nothing beyond the repair is sold.
+    /// What the provider cannot run is listed but not sold.
     #[test]
-    fn no_option_is_sold_before_the_chain_can_run_it() {
-        for provider in ["local", "replicate", "instant"] {
-            let s = settings(provider);
-            assert!(catalogue(&s).iter().all(|l| !l.available), "{provider}");
-            assert_eq!(
-                choose(&s, &["faces".to_owned()]),
-                Err(vec![ChoiceError::Unavailable(RestorationOption::Faces)])
-            );
-            assert_eq!(choose(&s, &["repair".to_owned()]), Ok(Choice::default()));
-        }
+    fn only_what_the_provider_can_run_is_sold() {
+        let local = settings("local");
+        let available: Vec<&str> = catalogue(&local)
+            .iter()
+            .filter(|l| l.available)
+            .map(|l| l.option.as_str())
+            .collect();
+        assert_eq!(available, ["upscale_2x", "upscale_4x"]);
+        assert_eq!(
+            choose(&local, &["faces".to_owned()]),
+            Err(vec![ChoiceError::Unavailable(RestorationOption::Faces)])
+        );
+        assert_eq!(choose(&local, &["repair".to_owned()]), Ok(Choice::default()));
+        let replicate = settings("replicate");
+        assert!(catalogue(&replicate).iter().all(|l| l.available));
+        assert!(choose(&replicate, &["faces".to_owned(), "colorize".to_owned()]).is_ok());
     }
 }

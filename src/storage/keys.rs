@@ -69,6 +69,16 @@ pub fn restored(order_id: Uuid, position: u32, stem: &str, ext: &str) -> String 
     )
 }
 
+/// `uploads/restored/{order_id}/steps/{NNN}_{stem}_{S}-{step}.{ext}`: the
+/// output of a chain step that is not the photo's last, the next step's input.
+pub fn step_output(order_id: Uuid, position: u32, stem: &str, step: u32, name: &str, ext: &str) -> String {
+    format!(
+        "{}/{}/steps/{position:03}_{stem}_{step}-{name}.{ext}",
+        Area::Restored.prefix(),
+        order_id.simple()
+    )
+}
+
 /// Every prefix that holds an order's photos (originals, restored, ZIPs).
 pub fn order_prefixes(order_id: Uuid) -> [String; 3] {
     [Area::Originals, Area::Restored, Area::Downloads]

@@ -42,6 +42,19 @@ struct Prediction {
     fail: bool,
     /// The input name the model was given (`img`, `image`, …).
     input_name: String,
+    /// The model it runs (`owner/name`, or `version:…` for a pinned version).
+    model: String,
+}
+
+/// One create call that made a prediction.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub model: String,
+    pub id: String,
+    /// The photo it was given, decoded from its input.
+    pub input: Vec<u8>,
+    /// Its inputs besides the photo.
+    pub extra: Value,
 }
 
 #[derive(Default)]
@@ -63,6 +76,14 @@ struct Inner {
     next: u64,
     /// What every new prediction outputs instead of its input.
     output_bytes: Option<Vec<u8>>,
+    /// Every prediction made, in order, with its model and input.
+    made: Vec<Created>,
+    /// Models whose predictions always fail.
+    failing_models: Vec<String>,
+    /// Models whose predictions stay `processing` until released.
+    held_models: Vec<String>,
+    /// The files each prediction's output was served as.
+    delivered: HashMap<String, Vec<u8>>,
 }
 
 /// Where and how the fake posts completions: (secret, shop base URL, delay).
@@ -192,6 +213,30 @@ impl FakeReplicate {
         self.inner.lock().unwrap().cancelled.len()
     }
 
+    /// Every prediction made, in order.
+    pub fn made(&self) -> Vec<Created> {
+        self.inner.lock().unwrap().made.clone()
+    }
+
+    /// The file prediction `id`'s output was last served as.
+    pub fn delivered(&self, id: &str) -> Option<Vec<u8>> {
+        self.inner.lock().unwrap().delivered.get(id).cloned()
+    }
+
+    /// Predictions of `model` always fail.
+    pub fn fail_model(&self, model: &str) {
+        self.inner.lock().unwrap().failing_models.push(model.to_owned());
+    }
+
+    /// Predictions of `model` stay `processing` until [`Self::release`].
+    pub fn hold_model(&self, model: &str) {
+        self.inner.lock().unwrap().held_models.push(model.to_owned());
+    }
+
+    pub fn release(&self) {
+        self.inner.lock().unwrap().held_models.clear();
+    }
+
     /// The input names predictions were given.
     pub fn input_names(&self) -> Vec<String> {
         self.inner
@@ -247,24 +292,26 @@ impl FakeReplicate {
 }
 
 async fn create_version(state: State<FakeReplicate>, headers: HeaderMap, body: Json<Value>) -> Response {
-    if body.0.get("version").and_then(Value::as_str).is_none() {
+    let Some(version) = body.0.get("version").and_then(Value::as_str) else {
         return problem(StatusCode::UNPROCESSABLE_ENTITY, "version is required");
-    }
-    create_prediction(state, headers, body).await
+    };
+    let model = format!("version:{version}");
+    create_prediction(state, headers, model, body).await
 }
 
 async fn create(
     state: State<FakeReplicate>,
-    Path((_owner, _name)): Path<(String, String)>,
+    Path((owner, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Json<Value>,
 ) -> Response {
-    create_prediction(state, headers, body).await
+    create_prediction(state, headers, format!("{owner}/{name}"), body).await
 }
 
 async fn create_prediction(
     State(fake): State<FakeReplicate>,
     headers: HeaderMap,
+    model: String,
     Json(body): Json<Value>,
 ) -> Response {
     if !authorized(&headers) {
@@ -300,15 +347,24 @@ async fn create_prediction(
     let mut inner = fake.inner.lock().unwrap();
     inner.next += 1;
     let input_sha = sha(&bytes);
+    let mut extra = input.clone();
+    extra.remove(&name);
     let prediction = Prediction {
         id: format!("pred{:06}", inner.next),
         status: "starting".into(),
         polls: 0,
-        fail: inner.failing.contains(&input_sha),
+        fail: inner.failing.contains(&input_sha) || inner.failing_models.contains(&model),
         input_sha: input_sha.clone(),
-        output: Some(inner.output_bytes.clone().unwrap_or(bytes)),
+        output: Some(inner.output_bytes.clone().unwrap_or_else(|| bytes.clone())),
         input_name: name,
+        model: model.clone(),
     };
+    inner.made.push(Created {
+        model,
+        id: prediction.id.clone(),
+        input: bytes,
+        extra: Value::Object(extra),
+    });
     inner.created.push(input_sha);
     let view = fake.view(&prediction);
     let id = prediction.id.clone();
@@ -359,10 +415,13 @@ async fn show(State(fake): State<FakeReplicate>, Path(id): Path<String>, headers
         return problem(StatusCode::UNAUTHORIZED, "invalid token");
     }
     let mut inner = fake.inner.lock().unwrap();
+    let held = inner.held_models.clone();
     let Some(p) = inner.predictions.get_mut(&id) else {
         return problem(StatusCode::NOT_FOUND, "no such prediction");
     };
-    if !matches!(p.status.as_str(), "succeeded" | "failed" | "canceled") {
+    if held.contains(&p.model) && !matches!(p.status.as_str(), "succeeded" | "failed" | "canceled") {
+        p.status = "processing".into();
+    } else if !matches!(p.status.as_str(), "succeeded" | "failed" | "canceled") {
         p.polls += 1;
         p.status = if p.polls < fake.polls_to_finish {
             "processing".into()
@@ -451,5 +510,7 @@ async fn delivery(State(fake): State<FakeReplicate>, Path(id): Path<String>) -> 
     if brighter.write_to(&mut out, image::ImageFormat::Png).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    ([("content-type", "image/png")], out.into_inner()).into_response()
+    let out = out.into_inner();
+    fake.inner.lock().unwrap().delivered.insert(id, out.clone());
+    ([("content-type", "image/png")], out).into_response()
 }

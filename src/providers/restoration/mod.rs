@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::storage::Storage;
+use crate::{domain::chain::Step, storage::Storage};
 
 /// One attempt of one job, as the pool hands it to a provider.
 #[derive(Debug, Clone)]
@@ -30,6 +30,11 @@ pub struct RestoreRequest {
     /// The provider's id for this attempt's work, when it was submitted
     /// before (a restart resumes it instead of submitting again).
     pub external_id: Option<String>,
+    /// The chain step this attempt runs: what is done to the input.
+    pub step: Step,
+    /// A seed for models that take one: set when the customer asked for a
+    /// redo, so the chain does not give back the same result.
+    pub seed: Option<u64>,
 }
 
 /// What a finished attempt produced.
@@ -183,6 +188,8 @@ pub async fn restore_file(
         content_type: format.to_mime_type().to_owned(),
         output_key: format!("output.{ext}"),
         external_id: None,
+        step: Step::Repair,
+        seed: None,
     };
     storage.put(&request.input_key, data.into()).await?;
     let restorer = from_settings(settings, storage.clone(), replicate::PredictionNotices::default())?;
@@ -213,6 +220,7 @@ pub fn from_settings(
         )),
         RestorationProvider::Replicate => Arc::new(replicate::ReplicateRestorer::new(
             &settings.replicate,
+            &settings.options,
             &settings.uploads,
             storage,
             notices,

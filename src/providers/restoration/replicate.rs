@@ -7,7 +7,10 @@
 //! with a size limit. A resumed attempt polls its recorded prediction and
 //! never creates a second one.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -21,7 +24,8 @@ use super::{
     outputs::{self, OutputPolicy},
 };
 use crate::{
-    config::{ReplicateSettings, UploadSettings},
+    config::{OptionSettings, ReplicateSettings, UploadSettings},
+    domain::{chain::Step, options::RestorationOption},
     storage::Storage,
     validation::{self, PhotoKind, PhotoLimits},
 };
@@ -60,15 +64,49 @@ impl PredictionNotices {
     }
 }
 
+/// The model one chain step runs, and how its inputs are named.
+#[derive(Debug, Clone)]
+struct Model {
+    /// `owner/name`.
+    name: String,
+    /// A pinned version, when the configuration names one.
+    version: Option<String>,
+    image_input: String,
+    extra_input: Map<String, Value>,
+}
+
+impl Model {
+    fn new(key: &str, model: &str, image_input: &str, extra_input: &str) -> Result<Self, RestoreError> {
+        let extra_input = match serde_json::from_str::<Value>(extra_input.trim()) {
+            Ok(Value::Object(map)) => map,
+            _ if extra_input.trim().is_empty() => Map::new(),
+            _ => {
+                return Err(RestoreError::permanent(format!(
+                    "{key}.extra_input must be a JSON object"
+                )));
+            }
+        };
+        let (name, version) = match model.split_once(':') {
+            Some((name, version)) => (name.to_owned(), Some(version.to_owned())),
+            None => (model.to_owned(), None),
+        };
+        Ok(Self {
+            name,
+            version,
+            image_input: image_input.to_owned(),
+            extra_input,
+        })
+    }
+}
+
 pub struct ReplicateRestorer {
     http: reqwest::Client,
     notices: PredictionNotices,
     base: String,
     token: String,
-    model: String,
-    version: Option<String>,
-    image_input: String,
-    extra_input: Map<String, Value>,
+    /// Each chain step's model: `[replicate]` for the repair, `[options.NAME]`
+    /// for the options that name one.
+    models: HashMap<Step, Model>,
     webhook: Option<String>,
     poll_interval: Duration,
     prediction_timeout: Duration,
@@ -114,6 +152,7 @@ impl Prediction {
 impl ReplicateRestorer {
     pub fn new(
         settings: &ReplicateSettings,
+        options: &BTreeMap<String, OptionSettings>,
         uploads: &UploadSettings,
         storage: Storage,
         notices: PredictionNotices,
@@ -130,33 +169,38 @@ impl ReplicateRestorer {
             allowed: vec![PhotoKind::Jpeg, PhotoKind::Png, PhotoKind::Webp, PhotoKind::Tiff],
             max_decode_bytes: uploads.max_decode_bytes.saturating_mul(OUTPUT_PIXELS_FACTOR),
         };
-        let extra_input = match serde_json::from_str::<Value>(settings.extra_input.trim()) {
-            Ok(Value::Object(map)) => map,
-            _ if settings.extra_input.trim().is_empty() => Map::new(),
-            _ => {
-                return Err(RestoreError::permanent(
-                    "replicate.extra_input must be a JSON object",
-                ));
+        let mut models = HashMap::from([(
+            Step::Repair,
+            Model::new(
+                "replicate",
+                &settings.model,
+                &settings.image_input,
+                &settings.extra_input,
+            )?,
+        )]);
+        for option in RestorationOption::ALL {
+            if let Some(o) = options
+                .get(option.as_str())
+                .filter(|o| !o.model.trim().is_empty())
+            {
+                let key = format!("options.{option}");
+                models.insert(
+                    Step::Option(option),
+                    Model::new(&key, &o.model, &o.image_input, &o.extra_input)?,
+                );
             }
-        };
+        }
         let http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| RestoreError::permanent(e.to_string()))?;
-        let (model, version) = match settings.model.split_once(':') {
-            Some((model, version)) => (model.to_owned(), Some(version.to_owned())),
-            None => (settings.model.clone(), None),
-        };
         Ok(Self {
             http,
             notices,
             base: settings.api_base.trim_end_matches('/').to_owned(),
             token: settings.api_token.expose().to_owned(),
-            model,
-            version,
-            image_input: settings.image_input.clone(),
-            extra_input,
+            models,
             webhook: settings.webhook_url.clone().filter(|_| settings.webhooks),
             poll_interval: settings.poll_interval,
             prediction_timeout: settings.prediction_timeout,
@@ -183,10 +227,16 @@ impl ReplicateRestorer {
     }
 
     /// The image as the model's input, upright and without its metadata
-    /// (no GPS leaves the shop): inline when small, else uploaded first.
+    /// (no GPS leaves the shop): inline when small, else uploaded first. A
+    /// later step's input is an earlier model's output, within the limits
+    /// outputs are held to (a face model may have enlarged it).
     async fn image_input(&self, request: &RestoreRequest) -> Result<String, RestoreError> {
         let original = self.storage.get(&request.input_key).await?;
-        let bytes = self.stripped(original, self.input_limits.clone()).await?;
+        let limits = match request.step {
+            Step::Repair => self.input_limits.clone(),
+            Step::Option(_) => self.output_limits.clone(),
+        };
+        let bytes = self.stripped(original, limits).await?;
         if bytes.len() as u64 <= self.data_uri_limit {
             let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
             return Ok(format!("data:{};base64,{data}", request.content_type));
@@ -211,9 +261,17 @@ impl ReplicateRestorer {
     }
 
     async fn create(&self, request: &RestoreRequest) -> Result<Prediction, RestoreError> {
-        let mut input = self.extra_input.clone();
+        let model = self.models.get(&request.step).ok_or_else(|| {
+            RestoreError::permanent(format!("no Replicate model is configured for {}", request.step))
+        })?;
+        let mut input = model.extra_input.clone();
+        // Only a model whose configured inputs name a seed takes one (an
+        // input a model does not declare is refused).
+        if let (Some(seed), Some(slot)) = (request.seed, input.get_mut("seed")) {
+            *slot = json!(seed);
+        }
         input.insert(
-            self.image_input.clone(),
+            model.image_input.clone(),
             Value::String(self.image_input(request).await?),
         );
         let mut body = json!({ "input": input });
@@ -221,12 +279,12 @@ impl ReplicateRestorer {
             body["webhook"] = json!(webhook);
             body["webhook_events_filter"] = json!(["completed"]);
         }
-        let url = match &self.version {
+        let url = match &model.version {
             Some(version) => {
                 body["version"] = json!(version);
                 format!("{}/v1/predictions", self.base)
             }
-            None => format!("{}/v1/models/{}/predictions", self.base, self.model),
+            None => format!("{}/v1/models/{}/predictions", self.base, model.name),
         };
         let response = self
             .auth(self.http.post(url))

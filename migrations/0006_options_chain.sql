@@ -1,0 +1,44 @@
+-- Restoration options as a chain of steps: what each photo was sold (frozen
+-- by its checkout, copied to its image when paid), and one row per step of
+-- its chain (repair → faces → colorize → upscale). The photo's job drives
+-- the step it is on (`restoration_jobs.step`), with the attempts and
+-- prediction id of that step; a finished step's row keeps its output, so a
+-- crash resumes at the first unfinished step and never recomputes one.
+ALTER TABLE checkout_photos ADD COLUMN options text[] NOT NULL DEFAULT '{}';
+ALTER TABLE images ADD COLUMN options text[] NOT NULL DEFAULT '{}';
+
+-- The step the job is on (a position in `image_steps`), and the job's
+-- attempt count when that step began: attempt numbers stay unique across
+-- the chain, so an answer for an earlier step's attempt is always fenced off.
+ALTER TABLE restoration_jobs ADD COLUMN step integer NOT NULL DEFAULT 0 CHECK (step >= 0);
+ALTER TABLE restoration_jobs ADD COLUMN step_attempts_from integer NOT NULL DEFAULT 0
+    CHECK (step_attempts_from >= 0);
+
+CREATE TABLE image_steps (
+    image_id     uuid NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    position     integer NOT NULL CHECK (position >= 0),
+    name         text NOT NULL CHECK (name IN ('repair', 'faces', 'colorize', 'upscale_2x', 'upscale_4x')),
+    -- `pending` until the step's output is stored; the running step's own
+    -- state (queued, processing, failed) is its job's.
+    status       text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'completed')),
+    attempts     integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    provider     text,
+    external_id  text,
+    output_key   text,
+    output_bytes bigint,
+    finished_at  timestamptz,
+    PRIMARY KEY (image_id, position),
+    CHECK (status = 'pending' OR output_key IS NOT NULL)
+);
+
+-- Photos paid before this migration have one step, their repair; a finished
+-- one keeps its restored photo as that step's output.
+INSERT INTO image_steps (image_id, position, name, status, attempts, provider, external_id, output_key,
+                         output_bytes, finished_at)
+SELECT i.id, 0, 'repair',
+       CASE WHEN j.status = 'completed' AND i.restored_key IS NOT NULL THEN 'completed' ELSE 'pending' END,
+       coalesce(j.attempts, 0), j.provider, j.external_id,
+       CASE WHEN j.status = 'completed' THEN i.restored_key END,
+       CASE WHEN j.status = 'completed' THEN i.restored_bytes END,
+       CASE WHEN j.status = 'completed' THEN j.finished_at END
+FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id;
