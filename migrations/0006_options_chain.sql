@@ -13,6 +13,9 @@ ALTER TABLE images ADD COLUMN options text[] NOT NULL DEFAULT '{}';
 ALTER TABLE restoration_jobs ADD COLUMN step integer NOT NULL DEFAULT 0 CHECK (step >= 0);
 ALTER TABLE restoration_jobs ADD COLUMN step_attempts_from integer NOT NULL DEFAULT 0
     CHECK (step_attempts_from >= 0);
+-- A fresh seed for the models that take one, set when the customer asks
+-- for a redo (kept on the row, so a resumed attempt uses the same one).
+ALTER TABLE restoration_jobs ADD COLUMN seed bigint;
 
 CREATE TABLE image_steps (
     image_id     uuid NOT NULL REFERENCES images (id) ON DELETE CASCADE,
@@ -42,3 +45,22 @@ SELECT i.id, 0, 'repair',
        CASE WHEN j.status = 'completed' THEN i.restored_bytes END,
        CASE WHEN j.status = 'completed' THEN j.finished_at END
 FROM images i LEFT JOIN restoration_jobs j ON j.image_id = i.id;
+
+-- The customer's review of a restored photo, within `review.days` of the
+-- order finishing: once per photo, a redo or a refund.
+CREATE TABLE image_reviews (
+    image_id         uuid PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    order_id         uuid NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
+    action           text NOT NULL CHECK (action IN ('redo', 'refund')),
+    note             text CHECK (length(note) <= 1000),
+    -- The request's `Idempotency-Key`: the same request again is answered
+    -- as the first was.
+    idempotency_key  text,
+    refund_id        uuid REFERENCES refunds (id),
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+
+ALTER TABLE email_queue DROP CONSTRAINT email_queue_kind_check;
+ALTER TABLE email_queue ADD CONSTRAINT email_queue_kind_check
+    CHECK (kind IN ('order_confirmation', 'restoration_complete', 'restoration_failed', 'admin_alert',
+                    'review_accepted'));

@@ -141,6 +141,7 @@ pub struct Settings {
     pub options: BTreeMap<String, OptionSettings>,
     pub payments: PaymentSettings,
     pub refunds: RefundSettings,
+    pub review: ReviewSettings,
     pub stripe: StripeSettings,
     pub restoration: RestorationSettings,
     pub replicate: ReplicateSettings,
@@ -409,6 +410,14 @@ pub struct RefundSettings {
     /// First retry after this long, doubling per attempt.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
+}
+
+/// The customer's review window: after an order finishes, each restored
+/// photo may once be redone or refunded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReviewSettings {
+    /// Days after the order first finished; 0 turns the window off.
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

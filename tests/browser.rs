@@ -88,7 +88,7 @@ async fn a_customer_uploads_pays_watches_compares_and_downloads_in_a_browser() {
         screenshots.display(),
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(stdout.contains("journey: 6 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("journey: 7 passed, 0 failed"), "{stdout}");
     for shot in [
         "01-upload.png",
         "02-dev-checkout.png",
@@ -105,11 +105,21 @@ async fn a_customer_uploads_pays_watches_compares_and_downloads_in_a_browser() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().any(|n| n.contains("grandma")), "{names:?}");
     assert!(names.iter().any(|n| n.contains("wedding-1962")), "{names:?}");
+    // Upscaled 2× as chosen: both sides twice the original's.
+    let grandma = names.iter().position(|n| n.contains("grandma")).unwrap();
     let mut first = Vec::new();
-    zip.by_index(0).unwrap().read_to_end(&mut first).unwrap();
-    assert!(
-        image::load_from_memory(&first).is_ok(),
-        "a restored photo in the ZIP decodes"
+    zip.by_index(grandma).unwrap().read_to_end(&mut first).unwrap();
+    let restored = image::load_from_memory(&first).expect("a restored photo in the ZIP decodes");
+    let original = image::open(input("grandma.png")).unwrap();
+    assert_eq!(
+        (restored.width(), restored.height()),
+        (original.width() * 2, original.height() * 2)
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM refunds WHERE reason = 'customer'")
+            .await,
+        1,
+        "the photo refunded in the browser"
     );
     assert_eq!(
         app.count("SELECT count(*) FROM orders WHERE status = 'completed'")

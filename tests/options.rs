@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Options, TestApp, completed_event,
+    Options,
     fake_replicate::{Created, FakeReplicate},
     photos,
     shop::{Shop, ShopConfig},
@@ -23,61 +23,6 @@ const REPAIR: &str = "tencentarc/gfpgan";
 const FACES: &str = "tencentarc/gfpgan";
 const COLORIZE: &str = "piddnad/ddcolor";
 const UPSCALE: &str = "nightmareai/real-esrgan";
-
-/// Uploads `files`, opens a checkout with `choice` (its `options` and
-/// `photo_options`, with `{n}` in a photo's key standing for the n-th photo's
-/// id) and pays it with a signed event for `amount`: (checkout view, order
-/// id, order token, the photos' ids).
-async fn buy(
-    app: &TestApp,
-    files: Vec<(&str, Vec<u8>)>,
-    choice: Value,
-) -> (Value, String, String, Vec<String>) {
-    let upload: Value = app.upload(files, None).await.json().await.expect("upload JSON");
-    let session = upload["session_id"].as_str().expect("session id").to_owned();
-    let ids: Vec<String> = upload["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .map(|f| f["id"].as_str().expect("file id").to_owned())
-        .collect();
-    let mut body = json!({"session_id": session, "email": "options@example.com"});
-    if let Some(every) = choice.get("options") {
-        body["options"] = every.clone();
-    }
-    if let Some(per) = choice.get("photo_options").and_then(Value::as_object) {
-        let per: serde_json::Map<String, Value> = per
-            .iter()
-            .map(|(k, v)| (ids[k.parse::<usize>().expect("a photo index")].clone(), v.clone()))
-            .collect();
-        body["photo_options"] = Value::Object(per);
-    }
-    let response = app
-        .client
-        .post(app.url("/api/checkout"))
-        .json(&body)
-        .send()
-        .await
-        .expect("checkout request");
-    assert_eq!(response.status(), 200);
-    let checkout: Value = response.json().await.expect("checkout JSON");
-    let cs = checkout["checkout_session_id"]
-        .as_str()
-        .expect("checkout id")
-        .to_owned();
-    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
-    let amount = state["amount_total"].as_i64().expect("amount_total");
-    assert_eq!(
-        app.post_event(&completed_event(&cs, &session, amount))
-            .await
-            .status(),
-        200
-    );
-    let (_, state) = app.get_json(&format!("/api/checkout/{cs}")).await;
-    let order = state["order_id"].as_str().expect("order id").to_owned();
-    let token = state["order_token"].as_str().expect("order token").to_owned();
-    (state, order, token, ids)
-}
 
 fn pixels(bytes: &[u8]) -> image::RgbImage {
     image::load_from_memory(bytes).expect("a photo").to_rgb8()
@@ -150,8 +95,7 @@ async fn mixed_options_are_priced_per_kind_and_every_photo_runs_its_own_chain_in
         "Replicate runs every option that names a model: {pricing}"
     );
     let originals = [photos::photo(0), photos::photo(1), photos::photo(2)];
-    let (checkout, order, token, _) = buy(
-        &app,
+    let (checkout, order, token, _) = app.buy_with(
         vec![
             ("a.jpg", originals[0].clone()),
             ("b.png", originals[1].clone()),
@@ -245,12 +189,12 @@ async fn a_colorize_step_that_fails_for_good_fails_its_photo_and_refunds_what_it
         ..Default::default()
     })
     .await;
-    let (checkout, order, token, _) = buy(
-        &app,
-        vec![("old.jpg", photos::photo(0)), ("new.png", photos::photo(1))],
-        json!({"photo_options": {"0": ["colorize", "upscale_2x"]}}),
-    )
-    .await;
+    let (checkout, order, token, _) = app
+        .buy_with(
+            vec![("old.jpg", photos::photo(0)), ("new.png", photos::photo(1))],
+            json!({"photo_options": {"0": ["colorize", "upscale_2x"]}}),
+        )
+        .await;
     assert_eq!(checkout["amount_total"], 500 + 300 + 150 + 500);
     wait_for_order(&app, &order, &token, &["completed"], LONG).await;
     let pi = format!(
@@ -289,12 +233,9 @@ async fn a_colorize_step_that_fails_for_good_fails_its_photo_and_refunds_what_it
 async fn the_local_engine_upscales_2x_after_its_repair() {
     let app = spawn_app().await;
     let original = photos::encode(120, 90, image::ImageFormat::Jpeg, 7);
-    let (checkout, order, token, _) = buy(
-        &app,
-        vec![("small.jpg", original)],
-        json!({"options": ["upscale_2x"]}),
-    )
-    .await;
+    let (checkout, order, token, _) = app
+        .buy_with(vec![("small.jpg", original)], json!({"options": ["upscale_2x"]}))
+        .await;
     assert_eq!(checkout["amount_total"], 500 + 150);
     let view = wait_for_order(&app, &order, &token, &["completed"], LONG).await;
     assert_eq!(steps(&view, 0), done(&["repair", "upscale_2x"]));

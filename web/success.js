@@ -7,6 +7,20 @@
   const {$, el, api, money, plural, when, sleep, say} = window.RC;
 
   const TERMINAL = new Set(['completed', 'failed', 'refunded']);
+  const STEP_NAMES = {
+    repair: 'Repair',
+    faces: 'Faces',
+    colorize: 'Colour',
+    upscale_2x: 'Upscale 2×',
+    upscale_4x: 'Upscale 4×',
+  };
+  const STEP_STATUS = {
+    pending: 'waiting',
+    processing: 'running',
+    completed: 'done',
+    failed: 'failed',
+    skipped: 'skipped',
+  };
   const IMAGE_STATUS = {
     pending: 'Waiting',
     uploaded: 'In the queue',
@@ -258,6 +272,8 @@
       card.media = card.compare;
     }
     updateBadge(card, image.status, image);
+    renderSteps(card, image);
+    renderReview(card, image);
     if (!changed || first) return null;
     if (image.status === 'completed') return `${image.filename} is restored.`;
     if (image.status === 'failed') return `${image.filename} could not be restored.`;
@@ -268,6 +284,9 @@
     const parts = {
       badge: el('span', {class: 'badge'}),
       error: el('p', {class: 'error', hidden: true}),
+      steps: el('ol', {class: 'steps', 'aria-label': `Steps for ${image.filename}`}),
+      review: el('div', {class: 'review', hidden: true}),
+      reviewInfo: el('p', {class: 'muted', hidden: true}),
     };
     const media = RC.thumbnail(withToken(image.original_url), image.filename, `${image.filename}, original`);
     const dims = image.width ? `${image.width} × ${image.height} px` : '';
@@ -277,7 +296,10 @@
         el('p', {class: 'name', title: image.filename, text: image.filename}),
         dims ? el('p', {class: 'details', text: dims}) : null,
         el('p', {}, parts.badge),
-        parts.error));
+        parts.steps,
+        parts.error,
+        parts.review,
+        parts.reviewInfo));
     return {node, parts, media, status: null, seen: null, compare: null};
   }
 
@@ -291,6 +313,77 @@
     const failed = status === 'failed';
     card.parts.error.hidden = !failed;
     card.parts.error.textContent = failed ? (image.error || 'The restoration failed.') : '';
+  }
+
+  /** Each step of the photo's chain with where it stands (only when it has more than the repair). */
+  function renderSteps(card, image) {
+    const steps = image.steps || [];
+    const key = JSON.stringify(steps.map((st) => [st.name, st.status, st.attempts]));
+    if (card.stepsKey === key) return;
+    card.stepsKey = key;
+    card.parts.steps.hidden = steps.length < 2;
+    card.parts.steps.replaceChildren(...steps.map((st) => {
+      const name = STEP_NAMES[st.name] || st.name;
+      const status = STEP_STATUS[st.status] || st.status;
+      const tries = st.status === 'processing' && st.attempts > 1 ? `, attempt ${st.attempts}` : '';
+      return el('li', {dataset: {step: st.name, status: st.status}, title: st.error || '',
+        text: `${name}: ${status}${tries}`});
+    }));
+  }
+
+  /** Within the review window, a restored photo may once be redone or refunded. */
+  function reviewOpen(image) {
+    const view = state.view;
+    return Boolean(view && view.review_until && view.status === 'completed' && !view.purged_at
+      && image.status === 'completed' && !image.review && !image.refunded
+      && Date.parse(view.review_until) > Date.now());
+  }
+
+  function renderReview(card, image) {
+    const {review, reviewInfo} = card.parts;
+    if (image.review) {
+      reviewInfo.hidden = false;
+      reviewInfo.textContent = image.review === 'redo'
+        ? (image.status === 'completed' ? 'Restored again, as you asked.' : 'Being restored again, as you asked.')
+        : `Refunded at your request (${money(image.unit_amount, state.view.currency)}).`;
+    } else {
+      reviewInfo.hidden = true;
+    }
+    const open = reviewOpen(image);
+    review.hidden = !open;
+    if (!open || review.childElementCount) return;
+    const noteId = `note-${image.id}`;
+    const note = el('textarea', {id: noteId, class: 'review-note', rows: '2', maxlength: '1000',
+      placeholder: 'What should we do differently? (optional)'});
+    // Accessible names start with the visible text, then say which photo.
+    const redoText = 'Redo this photo';
+    const refundText = `Refund this photo (${money(image.unit_amount, state.view.currency)})`;
+    const redo = el('button', {type: 'button', class: 'button small', text: redoText,
+      'aria-label': `${redoText}: ${image.filename}`});
+    const refund = el('button', {type: 'button', class: 'button small', text: refundText,
+      'aria-label': `${refundText}: ${image.filename}`});
+    const message = el('p', {class: 'muted', role: 'status'});
+    const ask = async (action) => {
+      redo.disabled = true;
+      refund.disabled = true;
+      try {
+        const body = action === 'redo' && note.value.trim() ? {note: note.value.trim()} : {};
+        const answer = await api(`/api/orders/${encodeURIComponent(state.order)}/images/${encodeURIComponent(image.id)}/${action}`,
+          {method: 'POST', token: state.token, json: body});
+        say(message, action === 'redo' ? 'We are restoring this photo again.'
+          : `We are refunding ${money(answer.refund_amount, state.view.currency)}.`, 'ok');
+        await refetch();
+        if (action === 'redo' && !state.source) connect();
+      } catch (e) {
+        say(message, e.message, 'error');
+        redo.disabled = false;
+        refund.disabled = false;
+      }
+    };
+    redo.addEventListener('click', () => ask('redo'));
+    refund.addEventListener('click', () => ask('refund'));
+    review.append(el('label', {for: noteId, class: 'sr-only', text: `A note for the redo of ${image.filename}`}),
+      note, redo, refund, message);
   }
 
   /** The restored photo under the original, the original clipped to the slider's position. */

@@ -20,6 +20,9 @@
     email: $('#email'),
     pay: $('#pay'),
     expiry: $('#expiry'),
+    options: $('#options'),
+    optionList: $('#option-list'),
+    priceLines: $('#price-lines'),
   };
 
   const state = {
@@ -29,7 +32,8 @@
     queue: [], // entries waiting to upload
     active: 0, // uploads in flight
     paying: false,
-    pricing: null, // GET /api/pricing: the price per photo and the limits
+    pricing: null, // GET /api/pricing: the price per photo, the options and the limits
+    chosen: new Set(), // option ids chosen for every photo
   };
   let nextKey = 1;
 
@@ -72,6 +76,88 @@
     if (reason) say(ui.message, reason, 'info');
   }
 
+  // ---- options ---------------------------------------------------------------
+
+  const UPSCALES = ['upscale_2x', 'upscale_4x'];
+
+  function offer(id) {
+    const options = (state.pricing && state.pricing.options) || [];
+    return options.find((o) => o.id === id && o.available) || null;
+  }
+
+  function renderOptions() {
+    const options = (state.pricing && state.pricing.options) || [];
+    const currency = state.pricing && state.pricing.currency;
+    ui.optionList.replaceChildren(...options.map((o) => {
+      const id = 'option-' + o.id;
+      const input = el('input', {type: 'checkbox', id, name: 'option', value: o.id,
+        disabled: !o.available, 'aria-describedby': id + '-hint'});
+      input.checked = state.chosen.has(o.id);
+      input.addEventListener('change', () => {
+        if (input.checked) {
+          state.chosen.add(o.id);
+          // A photo is upscaled once: the two sizes exclude each other.
+          for (const other of UPSCALES.filter((u) => u !== o.id && UPSCALES.includes(o.id))) {
+            state.chosen.delete(other);
+            const box = $('#option-' + other);
+            if (box) box.checked = false;
+          }
+        } else {
+          state.chosen.delete(o.id);
+        }
+        for (const entry of state.entries) updateCard(entry);
+        refresh();
+      });
+      const price = `+${money(o.unit_amount, currency)} per photo`;
+      return el('div', {class: 'option' + (o.available ? '' : ' unavailable')},
+        input,
+        el('label', {for: id}, el('strong', {text: o.label}), ' ', el('span', {class: 'muted', text: price})),
+        el('p', {class: 'muted hint', id: id + '-hint',
+          text: o.available ? o.description : `${o.description} Not offered here yet.`}));
+    }));
+    ui.options.hidden = options.length === 0;
+  }
+
+  /** Whether a photo is colourised: its own toggle, else the choice for every photo. */
+  function colourised(entry) {
+    if (!offer('colorize')) return false;
+    return entry.colour === undefined || entry.colour === null ? state.chosen.has('colorize') : entry.colour;
+  }
+
+  /** The option ids one photo gets. */
+  function optionsOf(entry) {
+    const ids = [...state.chosen].filter((id) => id !== 'colorize' && offer(id));
+    if (colourised(entry)) ids.push('colorize');
+    return ids;
+  }
+
+  /**
+   * Whether a photo looks black-and-white or toned (sepia): every pixel has
+   * nearly the same tint. Read off the thumbnail, scaled down; a photo the
+   * browser cannot draw is not judged.
+   */
+  function looksMonochrome(img) {
+    try {
+      const side = 48;
+      const canvas = document.createElement('canvas');
+      canvas.width = side;
+      canvas.height = side;
+      const ctx = canvas.getContext('2d', {willReadFrequently: true});
+      ctx.drawImage(img, 0, 0, side, side);
+      const data = ctx.getImageData(0, 0, side, side).data;
+      let n = 0; let sa = 0; let sb = 0; let saa = 0; let sbb = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        const a = data[i] - data[i + 1];
+        const b = data[i + 1] - data[i + 2];
+        n += 1; sa += a; sb += b; saa += a * a; sbb += b * b;
+      }
+      const spread = Math.sqrt(Math.max(0, saa / n - (sa / n) ** 2) + Math.max(0, sbb / n - (sb / n) ** 2));
+      return spread < 10;
+    } catch (_) {
+      return false;
+    }
+  }
+
   // ---- cards -----------------------------------------------------------------
 
   function sourceOf(entry) {
@@ -87,11 +173,28 @@
       bar: el('progress', {class: 'bar', max: 1, hidden: true}),
       error: el('p', {class: 'error', hidden: true}),
       remove: el('button', {type: 'button', class: 'button small remove'}),
+      colour: el('input', {type: 'checkbox', class: 'colour', id: 'colour-' + entry.key}),
+      colourLabel: el('label', {for: 'colour-' + entry.key}),
+      colourRow: el('p', {class: 'colour-row', hidden: true}),
+      suggestion: el('span', {class: 'suggestion', hidden: true, text: 'Looks black-and-white: colourising suits it.'}),
     };
     parts.remove.addEventListener('click', () => removeEntry(entry));
+    parts.colour.addEventListener('change', () => {
+      entry.colour = parts.colour.checked;
+      refresh();
+    });
+    parts.colourRow.append(parts.colour, parts.colourLabel, ' ', parts.suggestion);
+    const thumb = thumbnail(sourceOf(entry), entry.name, 'Photo ' + entry.name);
+    const img = thumb.querySelector('img');
+    if (img) {
+      img.addEventListener('load', () => {
+        entry.monochrome = looksMonochrome(img);
+        updateCard(entry);
+      }, {once: true});
+    }
     const node = el('li', {class: 'photo', dataset: {key: entry.key}},
-      thumbnail(sourceOf(entry), entry.name, 'Photo ' + entry.name),
-      el('div', {class: 'meta'}, parts.name, parts.details, parts.status, parts.bar, parts.error),
+      thumb,
+      el('div', {class: 'meta'}, parts.name, parts.details, parts.status, parts.bar, parts.error, parts.colourRow),
       el('div', {class: 'actions'}, parts.remove));
     entry.node = node;
     entry.parts = parts;
@@ -128,6 +231,16 @@
     parts.remove.textContent = isError ? 'Dismiss' : 'Remove';
     parts.remove.setAttribute('aria-label', (isError ? 'Dismiss the error for ' : 'Remove ') + entry.name);
     parts.remove.disabled = entry.state === 'uploading' || entry.state === 'removing';
+    const colorize = offer('colorize');
+    parts.colourRow.hidden = !colorize || isError;
+    if (colorize) {
+      parts.colour.checked = colourised(entry);
+      const label = `Colourise this photo (+${money(colorize.unit_amount, state.pricing.currency)})`;
+      parts.colourLabel.textContent = label;
+      parts.colour.setAttribute('aria-label', `${label}: ${entry.name}`);
+      parts.suggestion.hidden = !entry.monochrome || parts.colour.checked;
+    }
+    node.dataset.monochrome = entry.monochrome ? 'true' : 'false';
   }
 
   function addEntry(entry) {
@@ -326,10 +439,21 @@
     const view = state.view;
     const busy = state.active > 0 || state.queue.length > 0;
     const count = view ? view.files.length : 0;
+    ui.priceLines.hidden = true;
     if (view && count > 0) {
       const p = view.price;
-      ui.price.textContent = `${plural(p.quantity, 'photo', 'photos')} × ${money(p.unit_amount, p.currency)}`
-        + ` = ${money(p.amount_total, p.currency)}`;
+      const lines = optionLines(view);
+      if (lines.length) {
+        const total = p.amount_total + lines.reduce((sum, l) => sum + l.amount, 0);
+        ui.price.textContent = `${plural(p.quantity, 'photo', 'photos')}: ${money(total, p.currency)} in all`;
+        ui.priceLines.replaceChildren(
+          el('li', {text: `Repair × ${p.quantity}: ${money(p.amount_total, p.currency)}`}),
+          ...lines.map((l) => el('li', {text: `${l.label} × ${l.quantity}: ${money(l.amount, p.currency)}`})));
+        ui.priceLines.hidden = false;
+      } else {
+        ui.price.textContent = `${plural(p.quantity, 'photo', 'photos')} × ${money(p.unit_amount, p.currency)}`
+          + ` = ${money(p.amount_total, p.currency)}`;
+      }
     } else if (busy) {
       ui.price.textContent = 'Uploading your photos…';
     } else {
@@ -341,6 +465,29 @@
       ? `Unpaid photos are kept until ${when(view.expires_at)}.` : '';
     ui.pay.disabled = state.paying || busy || count === 0;
     ui.pay.title = busy ? 'Wait for the uploads to finish' : '';
+  }
+
+  /** One line per chosen option: how many of the session's photos get it, and what that adds. */
+  function optionLines(view) {
+    const ready = state.entries.filter((e) => e.fileId && view.files.some((f) => f.id === e.fileId));
+    const options = (state.pricing && state.pricing.options) || [];
+    return options.filter((o) => o.available).map((o) => {
+      const quantity = ready.filter((e) => optionsOf(e).includes(o.id)).length;
+      return {label: o.label, quantity, amount: quantity * o.unit_amount};
+    }).filter((l) => l.quantity > 0);
+  }
+
+  /** The checkout's choice: the options for every photo, and the photos that differ. */
+  function choice() {
+    const every = [...state.chosen].filter((id) => offer(id));
+    const photoOptions = {};
+    for (const entry of state.entries) {
+      if (!entry.fileId || entry.state !== 'ready') continue;
+      const own = optionsOf(entry);
+      const same = own.length === every.length && own.every((id) => every.includes(id));
+      if (!same) photoOptions[entry.fileId] = own;
+    }
+    return {options: every, ...(Object.keys(photoOptions).length ? {photo_options: photoOptions} : {})};
   }
 
   async function pay(event) {
@@ -360,7 +507,7 @@
     say(ui.message, 'Opening the secure payment page…', 'info');
     try {
       const body = await api('/api/checkout', {method: 'POST',
-        json: {session_id: state.session, ...(email ? {email} : {})}});
+        json: {session_id: state.session, ...choice(), ...(email ? {email} : {})}});
       location.href = body.checkout_url;
       return;
     } catch (e) {
@@ -449,6 +596,7 @@
         formats.textContent = 'JPEG, PNG, WebP or TIFF · up to '
           + `${fileSize(state.pricing.max_file_bytes)} and ${state.pricing.max_files} photos · each checked as it uploads`;
       }
+      renderOptions();
     } catch (_) { /* the page works without it: the price shows after the first upload */ }
 
     if (sessionId) {

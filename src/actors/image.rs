@@ -343,7 +343,7 @@ impl ImageState {
             output_key,
             external_id,
             step,
-            seed: None,
+            seed: job.seed.map(|s| s as u64),
         };
         self.running = Some(Running {
             position: job.step,

@@ -11,6 +11,8 @@ pub enum EmailKind {
     RestorationComplete,
     RestorationFailed,
     AdminAlert,
+    /// A customer's redo or refund in the review window, accepted.
+    ReviewAccepted,
 }
 
 impl EmailKind {
@@ -20,6 +22,7 @@ impl EmailKind {
             EmailKind::RestorationComplete => "restoration_complete",
             EmailKind::RestorationFailed => "restoration_failed",
             EmailKind::AdminAlert => "admin_alert",
+            EmailKind::ReviewAccepted => "review_accepted",
         }
     }
 }

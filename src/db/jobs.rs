@@ -25,6 +25,8 @@ pub struct JobRow {
     pub step: i32,
     /// The job's attempts when that step began.
     pub step_attempts_from: i32,
+    /// The seed a redo asked for, for the models that take one.
+    pub seed: Option<i64>,
 }
 
 impl JobRow {
@@ -33,7 +35,7 @@ impl JobRow {
     }
 }
 
-const COLUMNS: &str = "id, image_id, order_id, status, provider, attempts, max_attempts, external_id, next_attempt_at, last_error, step, step_attempts_from";
+const COLUMNS: &str = "id, image_id, order_id, status, provider, attempts, max_attempts, external_id, next_attempt_at, last_error, step, step_attempts_from, seed";
 
 pub async fn by_image(db: impl PgExecutor<'_>, image_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -430,4 +432,46 @@ pub async fn step_output(
     .fetch_optional(db)
     .await
     .map(Option::flatten)
+}
+
+/// A customer's redo of a restored photo, in one statement: the job
+/// `completed → queued` at the chain's first step with a fresh budget of
+/// `attempts` and `seed`, every step `pending` again, and the image
+/// `completed → processing` (its restored photo stays until the new one
+/// replaces it). False when the job is not completed.
+pub async fn redo(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    attempts: i32,
+    seed: i64,
+) -> Result<bool, sqlx::Error> {
+    JobStatus::Completed
+        .transition(JobStatus::Queued)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    ImageStatus::Completed
+        .transition(ImageStatus::Processing)
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let done: Option<i64> = sqlx::query_scalar(
+        "WITH job AS (
+             UPDATE restoration_jobs SET status = 'queued', step = 0, step_attempts_from = attempts,
+                    max_attempts = attempts + $2, seed = $3, external_id = NULL, next_attempt_at = now(),
+                    last_error = NULL, error_kind = NULL, uncharged_since = NULL, finished_at = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND status = 'completed'
+             RETURNING image_id),
+         steps AS (
+             UPDATE image_steps SET status = 'pending', attempts = 0, external_id = NULL, finished_at = NULL
+             WHERE image_id = (SELECT image_id FROM job)),
+         image AS (
+             UPDATE images SET status = 'processing', completed_at = NULL, updated_at = now()
+             WHERE id = (SELECT image_id FROM job) AND status = 'completed'
+             RETURNING id)
+         SELECT count(*) FROM image",
+    )
+    .bind(job_id)
+    .bind(attempts.max(1))
+    .bind(seed)
+    .fetch_optional(conn)
+    .await?;
+    Ok(done.unwrap_or(0) == 1)
 }

@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod order_feed;
 pub mod orders;
 pub mod refunds;
+pub mod reviews;
 pub mod uploads;
 pub mod webhooks;
 

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod options;
 pub mod pace;
 pub mod payments;
+pub mod review;
 pub mod status;
 pub mod token;
 

@@ -115,7 +115,8 @@ impl OrderStatus {
 state_machine! {
     /// One photo of an order. `pending`/`uploaded` may fail without being
     /// processed: its original was lost, or its order was cancelled. An
-    /// operator may retry a failed photo (`failed → processing`).
+    /// operator may retry a failed photo (`failed → processing`), and the
+    /// customer have a restored one redone (`completed → processing`).
     ImageStatus ("image") {
         states: {
             Pending => "pending",
@@ -132,6 +133,7 @@ state_machine! {
             Pending -> Failed,
             Uploaded -> Failed,
             Failed -> Processing,
+            Completed -> Processing,
         ],
         terminal: [Completed, Failed],
     }
@@ -139,7 +141,9 @@ state_machine! {
 
 state_machine! {
     /// A restoration job. A transient failure goes back to `queued` for its
-    /// next attempt; unstarted jobs fail when their order is cancelled.
+    /// next attempt, as does a finished chain step for the next step, and a
+    /// completed job the customer asked to have redone; unstarted jobs fail
+    /// when their order is cancelled.
     JobStatus ("job") {
         states: {
             Pending => "pending",
@@ -157,6 +161,7 @@ state_machine! {
             Processing -> Queued,
             Pending -> Failed,
             Queued -> Failed,
+            Completed -> Queued,
         ],
         terminal: [Completed, Failed],
     }
@@ -392,6 +397,7 @@ mod tests {
                 (Pending, Failed),
                 (Uploaded, Failed),
                 (Failed, Processing),
+                (Completed, Processing),
             ],
         );
         round_trip(ImageStatus::ALL);
@@ -411,6 +417,7 @@ mod tests {
                 (Processing, Queued),
                 (Pending, Failed),
                 (Queued, Failed),
+                (Completed, Queued),
             ],
         );
         round_trip(JobStatus::ALL);

@@ -14,6 +14,7 @@ pub mod orders;
 pub mod pages;
 pub mod pricing;
 pub mod rate_limit;
+pub mod review;
 pub mod serve;
 pub mod spool;
 pub mod stored;
@@ -72,6 +73,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(pricing::router())
         .merge(limit(
             orders::router()
+                .merge(review::router())
                 .merge(downloads::links_router())
                 .merge(events::router()),
             "orders",

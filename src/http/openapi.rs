@@ -4,7 +4,7 @@
 use axum::{Json, Router, routing::get};
 use utoipa::OpenApi;
 
-use super::{AppState, admin, checkout, downloads, events, ops, orders, pricing, upload, webhooks};
+use super::{AppState, admin, checkout, downloads, events, ops, orders, pricing, review, upload, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::{AppState, admin, checkout, downloads, events, ops, orders, pricing, 
         orders::show,
         orders::photo,
         orders::purge,
+        review::redo,
+        review::refund,
         events::events,
         downloads::create_link,
         downloads::download,

@@ -78,6 +78,10 @@ pub struct OrderView {
     images: Vec<ImageView>,
     /// Money given back (or on its way back), oldest first.
     refunds: Vec<RefundView>,
+    /// Until when each restored photo may once be redone or refunded
+    /// (`null` before the order first finished, or with no window).
+    #[serde(with = "time::serde::rfc3339::option")]
+    review_until: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +127,8 @@ struct ImageView {
     options: Vec<String>,
     /// Its chain's steps, the repair first, with where each stands.
     steps: Vec<StepView>,
+    /// The customer's review of it, once used: `redo` or `refund`.
+    review: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +189,10 @@ pub(crate) async fn show(
 /// The order as the API shows it (also the events stream's snapshot).
 pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
     let images = db::orders::images(&state.db, order.id).await?;
+    let reviews = db::reviews::for_order(&state.db, order.id).await?;
+    let review_until = db::reviews::window_opened(&state.db, order.id)
+        .await?
+        .and_then(|opened| domain::review::closes_at(opened, state.settings.review.days));
     let order_ref = domain::format_id(IdKind::Order, order.id);
     let count = |s: ImageStatus| images.iter().filter(|i| i.status() == s).count();
     let progress = Progress {
@@ -211,6 +221,7 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
                 restored_url: (status == ImageStatus::Completed).then(|| format!("{base}/restored")),
                 unit_amount: i.unit_amount,
                 refunded: i.refund_id.is_some(),
+                review: reviews.iter().find(|(id, _)| *id == i.id).map(|(_, a)| a.clone()),
                 options: i.options,
                 steps,
             }
@@ -244,6 +255,7 @@ pub async fn view(state: &AppState, order: OrderRow) -> ApiResult<OrderView> {
         progress,
         images,
         refunds,
+        review_until,
     })
 }
 

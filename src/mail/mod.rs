@@ -51,7 +51,7 @@ pub enum ComposeError {
     AttachmentType(String),
 }
 
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("base.html", include_str!("../../templates/email/base.html")),
     (
         "order_confirmation.txt",
@@ -85,6 +85,14 @@ const TEMPLATES: [(&str, &str); 9] = [
         "admin_alert.html",
         include_str!("../../templates/email/admin_alert.html"),
     ),
+    (
+        "review_accepted.txt",
+        include_str!("../../templates/email/review_accepted.txt"),
+    ),
+    (
+        "review_accepted.html",
+        include_str!("../../templates/email/review_accepted.html"),
+    ),
 ];
 
 /// The template set; `.html` templates escape what they print.
@@ -106,6 +114,10 @@ fn subject(kind: &str, payload: &Value) -> Result<String, ComposeError> {
         "restoration_complete" => format!("Your restored photos are ready ({order})"),
         "restoration_failed" => format!("We could not restore your photos ({order})"),
         "admin_alert" => format!("[RestoreClick] {}", payload["reason"].as_str().unwrap_or("alert")),
+        "review_accepted" if payload["action"] == "refund" => {
+            format!("Your refund for a photo is on its way ({order})")
+        }
+        "review_accepted" => format!("We are restoring your photo again ({order})"),
         other => return Err(ComposeError::UnknownKind(other.to_owned())),
     })
 }
@@ -144,6 +156,9 @@ pub fn compose(
         photos => payload["photos"].as_i64().unwrap_or(0),
         failed_photos => minijinja::Value::from(minijinja::value::Serde(payload.get("failed_photos").unwrap_or(&Value::Null))),
         reason => payload["reason"].as_str(),
+        action => payload["action"].as_str(),
+        filename => payload["filename"].as_str(),
+        note => payload["note"].as_str(),
         details => minijinja::Value::from(minijinja::value::Serde(payload)),
     };
     let text = env.get_template(&format!("{kind}.txt"))?.render(&ctx)?;
@@ -215,6 +230,7 @@ mod tests {
             "restoration_complete",
             "restoration_failed",
             "admin_alert",
+            "review_accepted",
         ] {
             let payload = json!({"order_id": order, "photos": 2, "amount_total": 1000, "currency": "usd",
                                  "reason": "duplicate_payment", "failed_photos": [{"filename": "a.jpg"}]});
@@ -236,6 +252,38 @@ mod tests {
             );
             assert!(!c.text.is_empty() && c.html.contains("<"), "{kind}");
         }
+    }
+
+    /// A redo's email quotes the customer's note, escaped; a refund's names the amount.
+    #[test]
+    fn a_review_email_says_what_was_accepted() {
+        let env = environment();
+        let order = crate::domain::format_id(IdKind::Order, Uuid::now_v7());
+        let render = |payload: Value| {
+            compose(
+                &env,
+                &settings(),
+                Uuid::now_v7(),
+                "review_accepted",
+                "a@example.com",
+                &payload,
+                vec![],
+            )
+            .unwrap()
+        };
+        let redo = render(
+            json!({"order_id": order, "action": "redo", "filename": "gran.jpg",
+                                 "note": "<b>her face</b> is too smooth"}),
+        );
+        assert!(redo.subject.contains("again"), "{}", redo.subject);
+        assert!(redo.text.contains("gran.jpg") && redo.text.contains("too smooth"));
+        assert!(redo.html.contains("&lt;b&gt;her face"), "{}", redo.html);
+        let refund = render(
+            json!({"order_id": order, "action": "refund", "filename": "gran.jpg",
+                                   "refund_amount": 650, "currency": "usd"}),
+        );
+        assert!(refund.subject.contains("refund"), "{}", refund.subject);
+        assert!(refund.text.contains("6.50 USD"), "{}", refund.text);
     }
 
     #[test]

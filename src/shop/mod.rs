@@ -8,3 +8,4 @@ pub mod fulfilment;
 pub mod options;
 pub mod outcome;
 pub mod refund;
+pub mod review;

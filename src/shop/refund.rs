@@ -199,8 +199,13 @@ async fn succeeded(
     let effect = match order {
         // The failed photos' own price back: their photos have already
         // stopped, so it stops nothing else, even when it is the whole
-        // amount and an operator's retry has reopened the order since.
-        Some(order) if row.reason == RefundReason::FailedPhotos.as_str() => {
+        // amount and an operator's retry has reopened the order since. A
+        // photo the customer had refunded in the review window is the same:
+        // that one photo's price, and the order stays as it is.
+        Some(order)
+            if row.reason == RefundReason::FailedPhotos.as_str()
+                || row.reason == RefundReason::Customer.as_str() =>
+        {
             let total = db::refunds::succeeded_for_payment(&mut *tx, &row.payment_intent_id).await?;
             db::orders::set_amount_refunded(&mut tx, order.id, total).await?;
             OrderRefunded {

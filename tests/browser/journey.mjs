@@ -136,8 +136,19 @@ await step('upload two photos and a bad file; each gets its own state', async ()
   check((await bad.locator('.name').innerText()) === badName, 'the error is not next to the bad file');
   const error = (await bad.locator('.error').innerText()).trim();
   await page.waitForFunction(() => /\b2 photos\b/.test(document.querySelector('#price').textContent));
+  const plain = await text('#price');
+  check(/2 photos × .+ = .+/.test(plain), `price reads "${plain}"`);
+  // The local engine upscales but has no face model: one is offered, the other listed only.
+  check(await page.getByLabel(/Enhance faces/).isDisabled(), 'faces are offered without a face model');
+  await page.getByLabel(/Upscale 2×/).check();
+  await page.waitForFunction(() => /in all/.test(document.querySelector('#price').textContent));
   const price = await text('#price');
-  check(/2 photos × .+ = .+/.test(price), `price reads "${price}"`);
+  const lines = await page.locator('#price-lines li').allInnerTexts();
+  check(/2 photos: .+ in all/.test(price) && lines.some((l) => /^Upscale 2× × 2: /.test(l)),
+    `with the upscale the price reads "${price}", ${JSON.stringify(lines)}`);
+  await page.getByLabel(/Upscale 4×/).check();
+  check(!(await page.getByLabel(/Upscale 2×/).isChecked()), 'both upscales are chosen at once');
+  await page.getByLabel(/Upscale 2×/).check();
   await shot('01-upload.png');
   const upload = await audit('the upload page');
   await page.getByRole('button', { name: `Dismiss the error for ${badName}` }).click();
@@ -184,6 +195,9 @@ await step('watch the order until both photos are restored', async () => {
   // Restored images really load.
   await page.waitForFunction(() => [...document.querySelectorAll('.compare-view img')]
     .every((img) => img.complete && img.naturalWidth > 0));
+  const steps = await page.locator('.photo[data-image-id] .steps li[data-status="completed"]').allInnerTexts();
+  check(steps.filter((t) => /^Upscale 2×/.test(t)).length === 2 && steps.filter((t) => /^Repair/.test(t)).length === 2,
+    `each photo shows its repair and upscale done: ${JSON.stringify(steps)}`);
   await shot('04-completed.png');
   const audited = await audit('the order page');
   return `${progress.text}; ${caught ? 'caught it while processing' : 'already done when the page showed it'}; `
@@ -263,6 +277,18 @@ await step('download all photos as a ZIP', async () => {
   check(/valid until/.test(info) && await page.locator('#download-info a[href^="/download/"]').count() === 1,
     `the link is not shown: "${info}"`);
   return `saved ${saved} (${bytes.length} bytes, sent as ${name})`;
+});
+
+await step('have one photo refunded in the review window', async () => {
+  const card = page.locator('.photo[data-image-id]').nth(1);
+  const name = (await card.locator('.name').innerText()).trim();
+  check(await page.getByRole('button', { name: /^Redo this photo: / }).count() === 2, 'each restored photo offers a redo');
+  await card.getByRole('button', { name: /^Refund this photo \(.+\): / }).click();
+  await card.locator('p', { hasText: 'Refunded at your request' }).waitFor({ timeout: 30_000 });
+  check(await card.getByRole('button', { name: /^(Redo|Refund) this photo/ }).count() === 0,
+    'a refunded photo still offers a review');
+  await shot('05b-refunded.png');
+  return `${name}: "${(await card.locator('p', { hasText: 'Refunded' }).innerText()).trim()}"`;
 });
 
 await step('reload the order on a phone from its URL alone', async () => {

@@ -341,6 +341,61 @@ impl TestApp {
         )
     }
 
+    /// Uploads `files`, opens a checkout with `choice` (its `options` and
+    /// `photo_options`, a photo's key being its index among `files`) and pays
+    /// it with a signed event for the checkout's total: (checkout view, order
+    /// id, order token, the photos' ids).
+    pub async fn buy_with(
+        &self,
+        files: Vec<(&str, Vec<u8>)>,
+        choice: Value,
+    ) -> (Value, String, String, Vec<String>) {
+        let upload: Value = self.upload(files, None).await.json().await.expect("upload JSON");
+        let session = upload["session_id"].as_str().expect("session id").to_owned();
+        let ids: Vec<String> = upload["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| f["id"].as_str().expect("file id").to_owned())
+            .collect();
+        let mut body = json!({"session_id": session, "email": "options@example.com"});
+        if let Some(every) = choice.get("options") {
+            body["options"] = every.clone();
+        }
+        if let Some(per) = choice.get("photo_options").and_then(Value::as_object) {
+            let per: serde_json::Map<String, Value> = per
+                .iter()
+                .map(|(k, v)| (ids[k.parse::<usize>().expect("a photo index")].clone(), v.clone()))
+                .collect();
+            body["photo_options"] = Value::Object(per);
+        }
+        let response = self
+            .client
+            .post(self.url("/api/checkout"))
+            .json(&body)
+            .send()
+            .await
+            .expect("checkout request");
+        assert_eq!(response.status(), 200);
+        let checkout: Value = response.json().await.expect("checkout JSON");
+        let cs = checkout["checkout_session_id"]
+            .as_str()
+            .expect("checkout id")
+            .to_owned();
+        let (_, state) = self.get_json(&format!("/api/checkout/{cs}")).await;
+        let amount = state["amount_total"].as_i64().expect("amount_total");
+        assert_eq!(
+            self.post_event(&completed_event(&cs, &session, amount))
+                .await
+                .status(),
+            200
+        );
+        let (_, state) = self.get_json(&format!("/api/checkout/{cs}")).await;
+        let order = state["order_id"].as_str().expect("order id").to_owned();
+        let token = state["order_token"].as_str().expect("order token").to_owned();
+        (state, order, token, ids)
+    }
+
     /// `POST /api/orders/{order}/download-links` with the order's token.
     pub async fn download_link(&self, order: &str, token: &str) -> reqwest::Response {
         self.client
