@@ -6,8 +6,15 @@
 //! in its transaction), then the actor tree is started and timed until every
 //! order is `completed`. Needs Postgres (`TEST_DATABASE_URL`, as the tests).
 //!
+//! With `PIPELINE_OPTIONS` (say `faces,colorize,upscale_2x`) every photo
+//! runs that chain, and the bench reports each step's orchestration
+//! overhead: with instant models, the time from one step's output being
+//! recorded to the next one's is the shop's own work (the step's commit,
+//! the actor's next message, the attempt's checkpoint, the pool, the
+//! storage copy), as a median and a p99.
+//!
 //! Run: `cargo bench --bench pipeline` (`PIPELINE_ORDERS`, `PIPELINE_PHOTOS`,
-//! `PIPELINE_CONCURRENCY` to change the load).
+//! `PIPELINE_CONCURRENCY`, `PIPELINE_OPTIONS` to change the load).
 
 mod fixtures;
 
@@ -16,7 +23,8 @@ use std::{sync::Arc, time::Instant};
 use restoreclick::{
     config::{RestorationProvider, Secret, Settings},
     db,
-    shop::fulfilment,
+    domain::options::Choice,
+    shop::{checkout::Selection, fulfilment},
     startup::Workers,
     storage::{Storage, keys},
 };
@@ -63,10 +71,21 @@ async fn main() {
     db::migrate(&pool).await.expect("migrate");
     let storage = Storage::open(&settings).expect("storage");
 
+    let options: Vec<String> = std::env::var("PIPELINE_OPTIONS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let selection = Selection {
+        every: Choice::parse(&options, |_| true).expect("PIPELINE_OPTIONS names options"),
+        ..Selection::default()
+    };
     let photo = tiny_jpeg();
     let paid = Instant::now();
     for n in 0..orders {
-        pay(&pool, &settings, &storage, &photo, photos, n).await;
+        pay(&pool, &settings, &storage, &photo, photos, n, &selection).await;
     }
     let paying = paid.elapsed();
     // Planner statistics, as a live database has them (autovacuum would take a minute).
@@ -90,15 +109,39 @@ async fn main() {
     workers.stop().await;
     let images = (orders * photos) as f64;
     println!(
-        "| orders | photos each | pool concurrency | paid in (s) | restored in (s) | images/s | orders/s |"
+        "| orders | photos each | steps each | pool concurrency | paid in (s) | restored in (s) | images/s | orders/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {orders} | {photos} | {concurrency} | {:.2} | {elapsed:.2} | {:.0} | {:.0} |",
+        "| {orders} | {photos} | {} | {concurrency} | {:.2} | {elapsed:.2} | {:.0} | {:.0} |",
+        options.len() + 1,
         paying.as_secs_f64(),
         images / elapsed,
         orders as f64 / elapsed
     );
+    if !options.is_empty() {
+        // Each step after the first: from the previous step's output recorded to its own.
+        let mut gaps: Vec<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM s.finished_at - p.finished_at)::float8 * 1000
+             FROM image_steps s JOIN image_steps p ON p.image_id = s.image_id AND p.position = s.position - 1
+             WHERE s.status = 'completed' AND p.status = 'completed'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("step gaps");
+        gaps.sort_by(f64::total_cmp);
+        let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
+        println!();
+        println!("| steps measured | overhead per step, median (ms) | p99 (ms) | max (ms) |");
+        println!("|---|---|---|---|");
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            gaps.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
     pool.close().await;
     if std::env::var_os("PIPELINE_KEEP_DB").is_some() {
         eprintln!("kept database {name}");
@@ -118,6 +161,7 @@ async fn pay(
     photo: &[u8],
     photos: usize,
     n: usize,
+    selection: &Selection,
 ) {
     let session =
         fixtures::upload_session(pool, photos, photo.len() as i64, |s, f| keys::temp(s, f, "jpg")).await;
@@ -127,8 +171,14 @@ async fn pay(
             .await
             .expect("put");
     }
-    let (event, payload) =
-        fixtures::paid_event(pool, settings, session, &format!("bench{n}@example.com")).await;
+    let (event, payload) = fixtures::paid_event_with(
+        pool,
+        settings,
+        session,
+        &format!("bench{n}@example.com"),
+        selection,
+    )
+    .await;
     fulfilment::apply(pool, settings, &event, &payload)
         .await
         .expect("fulfilment");

@@ -75,6 +75,19 @@ fn instant(config: ShopConfig<'_>) -> ShopConfig<'_> {
     config.env("RESTORECLICK__RESTORATION__PROVIDER", "instant")
 }
 
+/// The last warnings and errors of a shop's log, for a failure's message.
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    format!(
+        "the shop's last warnings:\n{}",
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    )
+}
+
 #[tokio::test]
 async fn postgres_stopped_for_two_minutes_mid_traffic_loses_nothing_and_resumes_at_once() {
     let mut postgres = PrivatePostgres::start();
@@ -83,8 +96,13 @@ async fn postgres_stopped_for_two_minutes_mid_traffic_loses_nothing_and_resumes_
     let fake = FakeReplicate::start_with(40).await;
     let sendgrid = FakeSendGrid::start().await;
     let storage = tempfile::tempdir().unwrap();
+    // The shop's log, so that a failure shows what the tree did.
+    let log = storage.path().join("shop.log");
     let config = sendgrid.shop_env().into_iter().fold(
-        ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base),
+        ShopConfig {
+            log_to: Some(log.clone()),
+            ..ShopConfig::serve(&database_url, storage.path()).replicate(&fake.base)
+        },
         |config, (k, v)| config.env(&k, v),
     );
     let shop = Shop::start(config).await;
@@ -109,10 +127,17 @@ async fn postgres_stopped_for_two_minutes_mid_traffic_loses_nothing_and_resumes_
         let (health, body) = get(format!("{}/healthz", shop.ops_base))
             .await
             .expect("/healthz answers during the outage");
-        assert_eq!(health, 200, "healthy while Postgres is away: {body}");
         assert_eq!(
-            body["actors"], "running",
-            "the tree waits, it does not restart: {body}"
+            health,
+            200,
+            "healthy while Postgres is away: {body}\n{}",
+            log_tail(&log)
+        );
+        assert_eq!(
+            body["actors"],
+            "running",
+            "the tree waits, it does not restart: {body}\n{}",
+            log_tail(&log)
         );
         if let Some((ready, _)) = get(format!("{}/readyz", shop.ops_base)).await {
             not_ready |= ready == 503;
